@@ -1,0 +1,235 @@
+//! Per-plugin contexts: parameter groups, seeded RNG streams, taps and metrics.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use retort_plugin_api::{codes::dist, InitSpec, OpaqueCtx, RawCtx};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (state stays usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A host-owned parameter or buffer of one plugin group.
+#[derive(Clone)]
+pub struct Param {
+    pub group: String,
+    pub name: String,
+    pub var: Var,
+    pub trainable: bool,
+}
+
+/// Every parameter of the run, by group (the plugin slot) and name.
+#[derive(Default)]
+pub struct ParamStore {
+    params: Mutex<Vec<Param>>,
+}
+
+impl ParamStore {
+    /// The existing parameter, or a new one drawn from `init` with `rng`.
+    pub fn get_or_create(
+        &self,
+        group: &str,
+        name: &str,
+        shape: &[usize],
+        init: InitSpec,
+        trainable: bool,
+        device: &Device,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Tensor, String> {
+        let mut params = lock(&self.params);
+        if let Some(p) = params.iter().find(|p| p.group == group && p.name == name) {
+            if p.var.as_tensor().dims() != shape {
+                return Err(format!(
+                    "parameter `{name}` exists with shape {:?}, requested {shape:?}",
+                    p.var.as_tensor().dims()
+                ));
+            }
+            return Ok(p.var.as_tensor().clone());
+        }
+        let t = sample(rng, init.dist, init.a, init.b, shape, device).map_err(|e| e.to_string())?;
+        let var = Var::from_tensor(&t).map_err(|e| e.to_string())?;
+        let out = var.as_tensor().clone();
+        params.push(Param { group: group.into(), name: name.into(), var, trainable });
+        Ok(out)
+    }
+
+    /// The parameter of `group` whose tensor is `t` (same storage id).
+    pub fn find(&self, group: &str, t: &Tensor) -> Option<Var> {
+        lock(&self.params)
+            .iter()
+            .find(|p| p.group == group && p.var.as_tensor().id() == t.id())
+            .map(|p| p.var.clone())
+    }
+
+    /// Every parameter, optionally of one group only.
+    pub fn params(&self, group: Option<&str>) -> Vec<Param> {
+        lock(&self.params).iter().filter(|p| group.is_none_or(|g| p.group == g)).cloned().collect()
+    }
+
+    /// Number of scalar parameters (trainable or not) of a group.
+    pub fn count(&self, group: &str) -> usize {
+        lock(&self.params).iter().filter(|p| p.group == group).map(|p| p.var.as_tensor().elem_count()).sum()
+    }
+}
+
+/// Features tapped during the current step, by model role and tap name.
+#[derive(Default)]
+pub struct TapStore {
+    taps: Mutex<HashMap<String, HashMap<String, Tensor>>>,
+}
+
+impl TapStore {
+    /// Records a tap of the model in `role`.
+    pub fn record(&self, role: &str, name: &str, t: &Tensor) {
+        lock(&self.taps).entry(role.to_string()).or_default().insert(name.to_string(), t.clone());
+    }
+    /// The tap `name` of the model in `role`, if recorded this step.
+    pub fn get(&self, role: &str, name: &str) -> Option<Tensor> {
+        lock(&self.taps).get(role).and_then(|m| m.get(name)).cloned()
+    }
+    /// The names tapped by `role` this step.
+    pub fn names(&self, role: &str) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.taps).get(role).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+    /// Forgets every tap (at the start of a step).
+    pub fn clear(&self) {
+        lock(&self.taps).clear();
+    }
+}
+
+/// The host state of one plugin instance; plugins hold it as a [`RawCtx`].
+pub struct PluginCtx {
+    /// The slot this instance fills (`student`, `teacher`, `loss.kd`, …): its parameter group.
+    pub role: String,
+    /// The plugin's name, for logs and errors.
+    pub plugin: String,
+    pub device: Device,
+    pub params: Arc<ParamStore>,
+    pub taps: Arc<TapStore>,
+    metrics: Mutex<Vec<(String, f64)>>,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+impl PluginCtx {
+    /// The handle plugins receive. Valid while this `Arc` lives.
+    pub fn raw(self: &Arc<Self>) -> RawCtx {
+        // SAFETY: Arc::as_ptr is never null.
+        RawCtx(unsafe { std::ptr::NonNull::new_unchecked(Arc::as_ptr(self) as *mut OpaqueCtx) })
+    }
+
+    /// The context behind a handle.
+    ///
+    /// # Safety
+    /// `raw` must come from [`PluginCtx::raw`] of a context that is still alive.
+    pub unsafe fn from_raw<'a>(raw: RawCtx) -> &'a PluginCtx {
+        unsafe { &*(raw.0.as_ptr() as *const PluginCtx) }
+    }
+
+    /// Runs `f` with this instance's RNG stream.
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut ChaCha8Rng) -> T) -> T {
+        f(&mut lock(&self.rng))
+    }
+
+    /// Records a metric reported by the plugin.
+    pub fn push_metric(&self, name: &str, value: f64) {
+        lock(&self.metrics).push((name.to_string(), value));
+    }
+
+    /// Takes the metrics reported since the last call.
+    pub fn take_metrics(&self) -> Vec<(String, f64)> {
+        std::mem::take(&mut *lock(&self.metrics))
+    }
+
+    /// The RNG stream position, for checkpoints.
+    pub fn rng_state(&self) -> ([u8; 32], u128) {
+        let r = lock(&self.rng);
+        (r.get_seed(), r.get_word_pos())
+    }
+
+    /// Restores an RNG stream position from [`PluginCtx::rng_state`].
+    pub fn set_rng_state(&self, seed: [u8; 32], pos: u128) {
+        let mut r = ChaCha8Rng::from_seed(seed);
+        r.set_word_pos(pos);
+        *lock(&self.rng) = r;
+    }
+}
+
+/// The shared state of one run: device, parameters, taps and the run seed.
+pub struct Host {
+    pub device: Device,
+    pub params: Arc<ParamStore>,
+    pub taps: Arc<TapStore>,
+    seed: u64,
+}
+
+/// FNV-1a: a stable hash for deriving per-slot seeds (std's hasher may change between releases).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+impl Host {
+    /// A host on `device` whose plugin RNG streams derive from `seed`.
+    pub fn new(device: Device, seed: u64) -> Self {
+        Host { device, params: Arc::default(), taps: Arc::default(), seed }
+    }
+
+    /// A CPU host.
+    pub fn cpu(seed: u64) -> Self {
+        Self::new(Device::Cpu, seed)
+    }
+
+    /// A new context for `plugin` filling slot `role`; its RNG stream depends only on the run seed
+    /// and the role, so runs are reproducible whatever the plugin load order.
+    pub fn ctx(&self, role: &str, plugin: &str) -> Arc<PluginCtx> {
+        let seed = self.seed ^ fnv1a(role);
+        Arc::new(PluginCtx {
+            role: role.into(),
+            plugin: plugin.into(),
+            device: self.device.clone(),
+            params: self.params.clone(),
+            taps: self.taps.clone(),
+            metrics: Mutex::default(),
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        })
+    }
+}
+
+fn normal_pair(rng: &mut ChaCha8Rng) -> (f64, f64) {
+    // Box–Muller; u1 in (0, 1] keeps the log finite.
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    let r = (-2.0 * u1.ln()).sqrt();
+    let th = std::f64::consts::TAU * u2;
+    (r * th.cos(), r * th.sin())
+}
+
+/// A tensor of `shape` drawn from distribution `code` with parameters `a`, `b` (f32).
+pub fn sample(rng: &mut ChaCha8Rng, code: u32, a: f64, b: f64, shape: &[usize], device: &Device) -> Result<Tensor, String> {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = match code {
+        dist::CONSTANT => vec![a as f32; n],
+        dist::UNIFORM => (0..n).map(|_| (a + (b - a) * rng.random::<f64>()) as f32).collect(),
+        dist::NORMAL => {
+            let mut v = Vec::with_capacity(n + 1);
+            while v.len() < n {
+                let (x, y) = normal_pair(rng);
+                v.push((a + b * x) as f32);
+                v.push((a + b * y) as f32);
+            }
+            v.truncate(n);
+            v
+        }
+        dist::BERNOULLI => (0..n).map(|_| if rng.random::<f64>() < a { 1.0 } else { 0.0 }).collect(),
+        other => return Err(format!("unknown distribution code {other}")),
+    };
+    Tensor::from_vec(data, Shape::from(shape.to_vec()), device)
+        .and_then(|t| t.to_dtype(DType::F32))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,9 @@
+//! The candle backend: host objects behind tensor and context handles, and the function table.
+mod ctx;
+mod handle;
+mod ops;
+mod table;
+
+pub use ctx::{Host, ParamStore, PluginCtx, TapStore};
+pub use handle::{into_raw, live_handles, release as handle_release, take_owned, tensor_of};
+pub use table::host_api;

@@ -1,0 +1,56 @@
+//! Command-line definitions and dispatch.
+mod plugins;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (plugin-api ", env!("RETORT_ABI_VERSION"), ")");
+
+/// Retort: knowledge distillation with compiled, hot-swappable method plugins.
+#[derive(Parser)]
+#[command(name = "retort", version = VERSION, about)]
+pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List, inspect and check plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: plugins::PluginsCommand,
+        /// Extra directories to search for plugin libraries (before RETORT_PLUGIN_PATH and the
+        /// executable's directory).
+        #[arg(long = "plugin-dir", global = true)]
+        plugin_dirs: Vec<PathBuf>,
+    },
+}
+
+/// Sets up `tracing` on stderr; `RUST_LOG` filters (default `warn`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugins { command, plugin_dirs } => plugins::run(command, &plugin_dirs),
+    }
+}

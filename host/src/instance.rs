@@ -1,0 +1,196 @@
+//! Safe wrappers around loaded plugin instances: build a batch, call, check, take the result.
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use retort_plugin_api::{
+    abi_stable::std_types::{RResult, RSlice, RStr},
+    codes::{error as code, kind},
+    ApiError, Batch, LossBox, ModelBox, NamedScalar, NamedTensor, PluginHost, RawTensor,
+};
+
+use crate::{
+    backend::{host_api, into_raw, take_owned, Host, PluginCtx},
+    error::{HostError, Result},
+    loader::{Library, PluginMeta},
+};
+
+/// Named tensors and numbers for one plugin call.
+#[derive(Default, Clone)]
+pub struct Inputs {
+    tensors: Vec<(String, Tensor)>,
+    scalars: Vec<(String, f64)>,
+}
+
+impl Inputs {
+    /// No inputs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a tensor under a role name.
+    pub fn tensor(mut self, name: &str, t: &Tensor) -> Self {
+        self.tensors.push((name.into(), t.clone()));
+        self
+    }
+    /// Adds a number.
+    pub fn scalar(mut self, name: &str, v: f64) -> Self {
+        self.scalars.push((name.into(), v));
+        self
+    }
+
+    /// Calls `f` with the ABI view of these inputs; handles live until it returns.
+    fn with_batch<R>(&self, f: impl FnOnce(Batch<'_>) -> R) -> R {
+        let raws: Vec<RawTensor> = self.tensors.iter().map(|(_, t)| into_raw(t.clone())).collect();
+        let named: Vec<NamedTensor<'_>> = self
+            .tensors
+            .iter()
+            .zip(&raws)
+            .map(|((n, _), &r)| NamedTensor { name: RStr::from_str(n), tensor: r })
+            .collect();
+        let scalars: Vec<NamedScalar<'_>> =
+            self.scalars.iter().map(|(n, v)| NamedScalar { name: RStr::from_str(n), value: *v }).collect();
+        let out = f(Batch { tensors: RSlice::from_slice(&named), scalars: RSlice::from_slice(&scalars) });
+        for r in raws {
+            // SAFETY: we made these handles above and own them.
+            unsafe { crate::backend::handle_release(r) };
+        }
+        out
+    }
+}
+
+/// The ABI methods every plugin object has.
+pub trait AbiObject {
+    /// The kind code of this object type.
+    const KIND: u32;
+    /// Serialised state.
+    fn abi_state(&self) -> RResult<retort_plugin_api::abi_stable::std_types::RVec<u8>, ApiError>;
+    /// Restores state.
+    fn abi_load_state(&mut self, s: RSlice<'_, u8>) -> RResult<(), ApiError>;
+}
+
+macro_rules! abi_object {
+    ($t:ty, $k:expr) => {
+        impl AbiObject for $t {
+            const KIND: u32 = $k;
+            fn abi_state(&self) -> RResult<retort_plugin_api::abi_stable::std_types::RVec<u8>, ApiError> {
+                self.state()
+            }
+            fn abi_load_state(&mut self, s: RSlice<'_, u8>) -> RResult<(), ApiError> {
+                self.load_state(s)
+            }
+        }
+    };
+}
+abi_object!(LossBox, kind::LOSS);
+abi_object!(ModelBox, kind::MODEL);
+
+/// A live plugin instance: the object, its host context and the library it came from.
+/// Field order is drop order: the object goes before its context and its library.
+pub struct Instance<O: AbiObject> {
+    obj: O,
+    ctx: Arc<PluginCtx>,
+    lib: Arc<Library>,
+    meta: PluginMeta,
+}
+
+/// A loss plugin instance.
+pub type LossInstance = Instance<LossBox>;
+/// A model plugin instance.
+pub type ModelInstance = Instance<ModelBox>;
+
+impl<O: AbiObject> Instance<O> {
+    /// The plugin's name and description.
+    pub fn meta(&self) -> &PluginMeta {
+        &self.meta
+    }
+    /// The library this instance runs from.
+    pub fn library(&self) -> &Arc<Library> {
+        &self.lib
+    }
+    /// The host context (role, parameter group, RNG).
+    pub fn ctx(&self) -> &Arc<PluginCtx> {
+        &self.ctx
+    }
+
+    /// Turns a boundary error into a host error naming the plugin (copying the message at once:
+    /// its string frees through the plugin's code).
+    fn fail(&self, e: ApiError) -> HostError {
+        plugin_error(&self.meta.name, O::KIND, e)
+    }
+
+    /// The plugin's serialised state.
+    pub fn state(&self) -> Result<Vec<u8>> {
+        match self.obj.abi_state() {
+            RResult::ROk(v) => Ok(v.to_vec()),
+            RResult::RErr(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Hands state from an earlier instance to this one.
+    pub fn load_state(&mut self, state: &[u8]) -> Result<()> {
+        match self.obj.abi_load_state(RSlice::from_slice(state)) {
+            RResult::ROk(()) => Ok(()),
+            RResult::RErr(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn take_tensor(&self, r: RResult<RawTensor, ApiError>) -> Result<Tensor> {
+        match r {
+            // SAFETY: the plugin returns an owned handle.
+            RResult::ROk(raw) => Ok(unsafe { take_owned(raw) }),
+            RResult::RErr(e) => Err(self.fail(e)),
+        }
+    }
+}
+
+/// A host error naming the plugin, from a boundary error.
+pub fn plugin_error(name: &str, kind_code: u32, e: ApiError) -> HostError {
+    HostError::Plugin { plugin: name.to_string(), kind: kind::name(kind_code), code: e.code(), message: e.message.to_string() }
+}
+
+impl LossInstance {
+    /// Builds loss plugin `name` from `lib` in slot `role` with a JSON config.
+    pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
+        let meta = lib.meta(name, kind::LOSS)?;
+        let ctx = host.ctx(role, name);
+        let ph = PluginHost { api: host_api(), ctx: ctx.raw() };
+        let r = (lib.module().new_loss())(ph, RStr::from_str(name), RStr::from_str(config));
+        match r {
+            RResult::ROk(obj) => Ok(Instance { obj, ctx, lib: lib.clone(), meta }),
+            RResult::RErr(e) => Err(plugin_error(name, kind::LOSS, e)),
+        }
+    }
+
+    /// The loss for these inputs: a finite scalar, or an error naming the plugin.
+    pub fn loss(&mut self, inputs: &Inputs) -> Result<Tensor> {
+        let r = inputs.with_batch(|b| self.obj.loss(b));
+        let t = self.take_tensor(r)?;
+        if t.elem_count() != 1 {
+            return Err(self.fail(ApiError::new(code::INVALID, format!("returned shape {:?}, expected a scalar", t.dims()))));
+        }
+        let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0];
+        if !v.is_finite() {
+            return Err(self.fail(ApiError::new(code::INVALID, format!("returned a non-finite loss ({v})"))));
+        }
+        Ok(t.reshape(())?)
+    }
+}
+
+impl ModelInstance {
+    /// Builds model plugin `name` from `lib` in slot `role` with a JSON config.
+    pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
+        let meta = lib.meta(name, kind::MODEL)?;
+        let ctx = host.ctx(role, name);
+        let ph = PluginHost { api: host_api(), ctx: ctx.raw() };
+        let r = (lib.module().new_model())(ph, RStr::from_str(name), RStr::from_str(config));
+        match r {
+            RResult::ROk(obj) => Ok(Instance { obj, ctx, lib: lib.clone(), meta }),
+            RResult::RErr(e) => Err(plugin_error(name, kind::MODEL, e)),
+        }
+    }
+
+    /// The model's output for these inputs (`input`, and `train` as a number).
+    pub fn forward(&mut self, inputs: &Inputs) -> Result<Tensor> {
+        let r = inputs.with_batch(|b| self.obj.forward(b));
+        self.take_tensor(r)
+    }
+}

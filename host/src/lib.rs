@@ -1,0 +1,15 @@
+//! The Retort host: the candle backend behind the plugin ABI, the plugin loader and registry, and
+//! safe wrappers around loaded plugin instances.
+//!
+//! Plugins see tensors only as handles into [`backend`]; the host keeps data, device and autograd.
+#![allow(non_local_definitions)]
+
+pub mod backend;
+pub mod error;
+pub mod instance;
+pub mod loader;
+
+pub use backend::{live_handles, Host, PluginCtx};
+pub use error::{HostError, Result};
+pub use instance::{Inputs, LossInstance, ModelInstance};
+pub use loader::{Library, PluginMeta, Registry};

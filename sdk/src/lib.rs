@@ -1,0 +1,38 @@
+//! The Retort plugin SDK: everything a method plugin depends on.
+//!
+//! A plugin crate implements one of the author traits ([`LossPlugin`], [`ModelPlugin`],
+//! [`TeacherPlugin`], [`RouterPlugin`], [`AugmenterPlugin`]) and lists its types in
+//! [`export_plugins!`]. Tensors are [`Tensor`] handles to host tensors: ops run in the host, on its
+//! device, inside its autograd graph. Parameters are the host's, requested through [`Ctx::var`] or
+//! the [`nn`] layers.
+#![allow(non_local_definitions)]
+
+mod adapter;
+mod batch;
+pub mod ctx;
+mod dims;
+mod error;
+mod export;
+mod guard;
+pub mod nn;
+mod ops;
+mod overload;
+mod plugin;
+mod tensor;
+
+pub use batch::Batch;
+pub use ctx::Ctx;
+pub use dims::{Dim, Dims};
+pub use error::{Error, Result};
+pub use guard::guard;
+pub use plugin::{AugmenterPlugin, LossPlugin, ModelPlugin, Plugin, RouterPlugin, TeacherPlugin};
+pub use retort_plugin_api as api;
+pub use retort_plugin_api::codes;
+pub use tensor::{DType, Element, Tensor};
+
+/// Items the `export_plugins!` macro expands to; not part of the authoring API.
+#[doc(hidden)]
+pub mod __export {
+    pub use crate::adapter::*;
+    pub use retort_plugin_api::abi_stable;
+}

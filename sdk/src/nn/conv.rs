@@ -1,0 +1,39 @@
+use crate::{ctx::init, Ctx, Result, Tensor};
+
+/// 2-D convolution over NCHW input with a square kernel.
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv2d {
+    /// Parameters `prefix.weight` `[out, in, k, k]` and `prefix.bias` `[out]`, PyTorch's init.
+    pub fn new(
+        ctx: &Ctx,
+        prefix: &str,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        padding: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let fan_in = in_ch * kernel * kernel;
+        let weight = ctx.var(&super::join(prefix, "weight"), &[out_ch, in_ch, kernel, kernel], init::fan_in_uniform(fan_in))?;
+        let bias = Some(ctx.var(&super::join(prefix, "bias"), &[out_ch], init::fan_in_uniform(fan_in))?);
+        Ok(Conv2d { weight, bias, padding, stride: stride.max(1) })
+    }
+
+    /// Applies the convolution.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        match &self.bias {
+            Some(b) => {
+                let n = b.dim(0)?;
+                y.add(&b.reshape(&[1, n, 1, 1])?)
+            }
+            None => Ok(y),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+use crate::{ctx::init, Ctx, Result, Tensor};
+
+/// `y = x·Wᵀ + b`, with PyTorch's default initialisation (U(±1/√in)).
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Parameters `prefix.weight` `[out, in]` and `prefix.bias` `[out]`.
+    pub fn new(ctx: &Ctx, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = ctx.var(&super::join(prefix, "weight"), &[out_dim, in_dim], init::fan_in_uniform(in_dim))?;
+        let bias = if bias {
+            Some(ctx.var(&super::join(prefix, "bias"), &[out_dim], init::fan_in_uniform(in_dim))?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Applies the layer to `[…, in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+
+    /// The weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
