@@ -20,7 +20,9 @@ macro_rules! export_plugins {
             #[allow(unused_imports)]
             use super::*;
             use $crate::__export::abi_stable::{
-                export_root_module, prefix_type::PrefixTypeTrait, std_types::{RResult, RStr, RVec},
+                library::{CheckTypeLayout, LibHeader, RootModuleResult},
+                prefix_type::PrefixTypeTrait,
+                std_types::{RResult, RStr, RVec},
             };
             use $crate::api::{
                 codes::kind, ApiError, AugmenterBox, LossBox, ModelBox, PluginDescription, PluginHost, PluginModule,
@@ -88,10 +90,21 @@ macro_rules! export_plugins {
             }
 
             /// The root module the host loads.
-            #[export_root_module]
             pub fn get_library() -> PluginModuleRef {
                 PluginModule { info, new_loss, new_model, new_teacher, new_router, new_augmenter }.leak_into_prefix()
             }
+
+            extern "C" fn erased_module() -> RootModuleResult {
+                $crate::__export::abi_stable::library::__call_root_module_loader(get_library)
+            }
+
+            /// What abi_stable's `#[export_root_module]` emits, with paths through this SDK so a
+            /// plugin crate needs no direct abi_stable dependency. The symbol name is abi_stable's
+            /// `ROOT_MODULE_LOADER_NAME` (a test in the SDK keeps them equal).
+            #[unsafe(export_name = "_1as_0lib_1header_0root_bmodule_bloader")]
+            pub static ROOT_MODULE_LOADER: LibHeader = unsafe {
+                LibHeader::from_constructor::<PluginModuleRef>(erased_module, CheckTypeLayout::Yes)
+            };
         }
     };
 }

@@ -13,6 +13,7 @@ pub mod ctx;
 mod dims;
 mod error;
 mod export;
+pub mod functional;
 mod guard;
 pub mod nn;
 mod ops;
@@ -35,4 +36,15 @@ pub use tensor::{DType, Element, Tensor};
 pub mod __export {
     pub use crate::adapter::*;
     pub use retort_plugin_api::abi_stable;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_symbol_matches_abi_stable() {
+        assert_eq!(
+            retort_plugin_api::abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
 }

@@ -109,11 +109,12 @@ impl Library {
         let lib = unsafe { libloading::Library::new(copy) }.map_err(|e| fail(e.to_string()))?;
         let header: &'static LibHeader = {
             // SAFETY: abi_stable exports the root module loader as a static `AbiHeaderRef`.
-            let sym = unsafe { lib.get::<*const AbiHeaderRef>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes()) }
+            let sym = unsafe { lib.get::<AbiHeaderRef>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes()) }
                 .map_err(|_| fail("not a Retort plugin (no abi_stable root module)".into()))?;
-            // SAFETY: the symbol points at a valid header for as long as `lib` is loaded; the
-            // `'static` borrow never outlives `lib` because `Library` drops `module` users first.
-            let href: AbiHeaderRef = unsafe { **sym };
+            // SAFETY: the symbol's address is the library's `LibHeader`, which starts with the
+            // `AbiHeader` that `AbiHeaderRef` points to; it stays valid while `lib` is loaded, and
+            // every user of the module holds the `Library`.
+            let href: AbiHeaderRef = *sym;
             href.upgrade().map_err(|e| incompatible(format!("abi_stable header: {e}")))?
         };
         let found = header.version_strings().version.as_str().to_string();

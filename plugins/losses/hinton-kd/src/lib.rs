@@ -1,0 +1,94 @@
+//! `hinton-kd`: forward KL between temperature-softened teacher and student distributions
+//! (Hinton, Vinyals & Dean 2015), scaled by τ², optionally mixed with hard-label CE.
+use retort_sdk::{export_plugins, functional as f, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Which value the loss reports; the gradient w.r.t. the student is the same.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueForm {
+    /// KL(pᵗ‖pˢ).
+    Kl,
+    /// −Σ pᵗ log pˢ (KL plus the teacher entropy), as DistiLLM and TAID report.
+    Ce,
+}
+
+/// Parameters of `hinton-kd`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub temperature: f64,
+    pub alpha: f64,
+    pub tau_squared: bool,
+    pub value_form: ValueForm,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { temperature: 4.0, alpha: 1.0, tau_squared: true, value_form: ValueForm::Kl }
+    }
+}
+
+/// The plugin instance.
+pub struct HintonKd {
+    cfg: Config,
+}
+
+impl Plugin for HintonKd {
+    const NAME: &'static str = "hinton-kd";
+    const SUMMARY: &'static str = "Forward KL(teacher‖student) at temperature τ, times τ², plus (1−α)·CE \
+        (Hinton, Vinyals & Dean 2015, 'Distilling the Knowledge in a Neural Network'). Inputs: student, \
+        teacher, labels (when α < 1), optional mask for [B, L, V] sequences (token mean).";
+    type Config = Config;
+
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("temperature", "softening temperature τ > 0 applied to both distributions"),
+            ("alpha", "weight α of the KD term; (1−α) goes to hard-label CE at τ = 1 (1.0: KD only)"),
+            ("tau_squared", "multiply the KD term by τ² (Hinton; LLM codebases use false)"),
+            ("value_form", "reported value: \"kl\" (KL form) or \"ce\" (cross-entropy form, same gradient)"),
+        ]
+    }
+
+    fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
+        if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {
+            return Err(Error::config(format!("hinton-kd: temperature must be > 0, got {}", cfg.temperature)));
+        }
+        if !(0.0..=1.0).contains(&cfg.alpha) {
+            return Err(Error::config(format!("hinton-kd: alpha must be in [0, 1], got {}", cfg.alpha)));
+        }
+        Ok(HintonKd { cfg })
+    }
+}
+
+impl LossPlugin for HintonKd {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let tau = self.cfg.temperature;
+        let zs = f::rows(&batch.tensor("student")?)?;
+        let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
+        let mask = batch.get("mask");
+        let log_ps = f::log_probs(&zs, tau)?;
+        let log_pt = f::log_probs(&zt, tau)?;
+        let rows = match self.cfg.value_form {
+            ValueForm::Kl => f::kl_rows(&log_pt, &log_ps)?,
+            ValueForm::Ce => f::cross_entropy_rows(&log_pt.exp()?, &log_ps)?,
+        };
+        let scale = if self.cfg.tau_squared { tau * tau } else { 1.0 };
+        let kd = f::reduce_rows(&rows, mask.as_ref())?.affine(scale * self.cfg.alpha, 0.0)?;
+        if self.cfg.alpha >= 1.0 {
+            return Ok(kd);
+        }
+        let labels = batch.tensor("labels")?;
+        let ce_rows = f::hard_ce_rows(&f::log_probs(&zs, 1.0)?, &labels)?;
+        let valid = match &mask {
+            Some(m) => m.flatten_all()?.to_dtype(retort_sdk::DType::F32)?.mul(&f::valid_mask(&labels)?)?,
+            None => f::valid_mask(&labels)?,
+        };
+        let ce = f::reduce_rows(&ce_rows, Some(&valid))?;
+        kd + ce.affine(1.0 - self.cfg.alpha, 0.0)?
+    }
+}
+
+export_plugins! {
+    loss: [HintonKd],
+}

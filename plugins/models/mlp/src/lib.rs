@@ -1,0 +1,130 @@
+//! `mlp`: a fully connected network with configurable widths, activation and dropout; taps
+//! `layer1`, `layer2`, … after each hidden layer and `logits` at the output.
+use retort_sdk::{
+    export_plugins,
+    nn::{Dropout, Linear},
+    Batch, Ctx, Error, ModelPlugin, Plugin, Result, Tensor,
+};
+use serde::{Deserialize, Serialize};
+
+/// Hidden-layer nonlinearity.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Relu,
+    Gelu,
+    Tanh,
+    Sigmoid,
+}
+
+/// Parameters of `mlp`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub input_dim: usize,
+    pub hidden: Vec<usize>,
+    pub classes: usize,
+    pub activation: Activation,
+    pub dropout: f64,
+    pub input_dropout: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            input_dim: 784,
+            hidden: vec![800, 800],
+            classes: 10,
+            activation: Activation::Relu,
+            dropout: 0.0,
+            input_dropout: 0.0,
+        }
+    }
+}
+
+/// The plugin instance.
+pub struct Mlp {
+    ctx: Ctx,
+    layers: Vec<Linear>,
+    activation: Activation,
+    dropout: Dropout,
+    input_dropout: Dropout,
+}
+
+impl Plugin for Mlp {
+    const NAME: &'static str = "mlp";
+    const SUMMARY: &'static str = "Multi-layer perceptron: input (flattened) → hidden layers with activation \
+        and dropout → class logits. Taps layer1…layerN and logits.";
+    type Config = Config;
+
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("input_dim", "number of input features (the input is flattened from dim 1)"),
+            ("hidden", "widths of the hidden layers, e.g. [1200, 1200]"),
+            ("classes", "number of output logits"),
+            ("activation", "hidden nonlinearity: relu, gelu, tanh or sigmoid"),
+            ("dropout", "dropout probability after each hidden layer while training"),
+            ("input_dropout", "dropout probability on the input while training"),
+        ]
+    }
+
+    fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
+        for (key, p) in [("dropout", cfg.dropout), ("input_dropout", cfg.input_dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::config(format!("mlp: {key} must be in [0, 1), got {p}")));
+            }
+        }
+        if cfg.input_dim == 0 || cfg.classes == 0 || cfg.hidden.contains(&0) {
+            return Err(Error::config("mlp: input_dim, classes and hidden widths must be > 0"));
+        }
+        let mut dims = vec![cfg.input_dim];
+        dims.extend(&cfg.hidden);
+        dims.push(cfg.classes);
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| Linear::new(&ctx, &format!("fc{}", i + 1), w[0], w[1], true))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Mlp {
+            ctx,
+            layers,
+            activation: cfg.activation,
+            dropout: Dropout::new(&ctx, cfg.dropout),
+            input_dropout: Dropout::new(&ctx, cfg.input_dropout),
+        })
+    }
+}
+
+impl Mlp {
+    fn activate(&self, x: &Tensor) -> Result<Tensor> {
+        match self.activation {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu(),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => x.sigmoid(),
+        }
+    }
+}
+
+impl ModelPlugin for Mlp {
+    fn forward(&mut self, batch: &Batch) -> Result<Tensor> {
+        let train = batch.is_training();
+        let input = batch.tensor("input")?;
+        let mut x = if input.rank() > 2 { input.flatten_from(1)? } else { input };
+        x = self.input_dropout.forward(&x, train)?;
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x)?;
+            if i < last {
+                x = self.activate(&x)?;
+                x = self.ctx.tap(&format!("layer{}", i + 1), &x)?;
+                x = self.dropout.forward(&x, train)?;
+            }
+        }
+        self.ctx.tap("logits", &x)
+    }
+}
+
+export_plugins! {
+    model: [Mlp],
+}

@@ -1,0 +1,74 @@
+//! Building blocks of logit-level distillation losses, shared by the loss plugins.
+//!
+//! Conventions follow `LOGIT-LOSSES.md`: logits are upcast to f32, probabilities come from
+//! log-softmax, rows are flattened to `[N, C]` (N = B·L for sequences), and a row mask selects
+//! valid tokens for the token mean.
+use crate::{DType, Result, Tensor};
+
+/// Flattens `[B, C]` or `[B, L, C]` logits to `[N, C]` f32.
+pub fn rows(logits: &Tensor) -> Result<Tensor> {
+    let x = if logits.rank() > 2 { logits.flatten(0, -2)? } else { logits.clone() };
+    if x.dtype()? == DType::F32 {
+        Ok(x)
+    } else {
+        x.to_dtype(DType::F32)
+    }
+}
+
+/// `log_softmax(z / τ)` over the last dim.
+pub fn log_probs(z: &Tensor, tau: f64) -> Result<Tensor> {
+    if tau == 1.0 {
+        z.log_softmax(-1)
+    } else {
+        z.affine(1.0 / tau, 0.0)?.log_softmax(-1)
+    }
+}
+
+/// `Σ_c p_c·(log p_c − log q_c)` per row, with `0·log 0 = 0` (masked vocabulary entries).
+pub fn kl_rows(log_p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
+    let p = log_p.exp()?;
+    let term = p.mul(&log_p.sub(log_q)?)?;
+    zero_where_p_zero(&p, &term)?.sum(-1)
+}
+
+/// `−Σ_c p_c·log q_c` per row (the CE form of a KL), with `0·log 0 = 0`.
+pub fn cross_entropy_rows(p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
+    let term = p.mul(log_q)?;
+    zero_where_p_zero(p, &term)?.sum(-1)?.neg()
+}
+
+fn zero_where_p_zero(p: &Tensor, term: &Tensor) -> Result<Tensor> {
+    // 0·(−inf) is NaN: only rows with zero-probability entries need the select.
+    let zero = term.affine(0.0, 0.0)?;
+    p.gt(&zero.detach()?)?.where_cond(term, &zero.detach()?)
+}
+
+/// Hard-label cross-entropy `−log softmax(z)[y]` per row; labels < 0 (e.g. −100) give 0 and are
+/// excluded by [`valid_mask`].
+pub fn hard_ce_rows(log_q: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let y = labels.flatten_all()?.to_dtype(DType::I64)?;
+    let zero = y.affine(0.0, 0.0)?;
+    let valid = y.ge(&zero)?;
+    let safe = valid.where_cond(&y, &zero)?;
+    let picked = log_q.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
+    valid.to_dtype(DType::F32)?.mul(&picked)?.neg()
+}
+
+/// 1.0 for rows whose label is ≥ 0, else 0.0 (`[N]`, f32).
+pub fn valid_mask(labels: &Tensor) -> Result<Tensor> {
+    let y = labels.flatten_all()?.to_dtype(DType::F32)?;
+    y.ge(&y.affine(0.0, 0.0)?)?.to_dtype(DType::F32)
+}
+
+/// Reduces per-row values: a mean over valid rows when a mask is given (token mean:
+/// `Σ m·ℓ / max(1, Σ m)`), else the plain mean (PyTorch's `batchmean` for classification).
+pub fn reduce_rows(rows: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    match mask {
+        None => rows.mean_all(),
+        Some(m) => {
+            let m = m.flatten_all()?.to_dtype(DType::F32)?;
+            let total = rows.mul(&m)?.sum_all()?;
+            total.div(&m.sum_all()?.clamp(1.0, f64::INFINITY)?)
+        }
+    }
+}
