@@ -1,5 +1,7 @@
+#[cfg(not(feature = "short-table"))]
+use abi_stable::std_types::ROption;
 use abi_stable::{
-    std_types::{ROption, RSlice, RStr, RVec},
+    std_types::{RSlice, RStr, RVec},
     StableAbi,
 };
 

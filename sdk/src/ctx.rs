@@ -4,7 +4,9 @@ use retort_plugin_api::{
     HostApiRef, InitSpec, PluginHost, RawCtx,
 };
 
-use crate::{tensor::wrap, DType, Element, Error, Result, Tensor};
+#[cfg(not(feature = "short-table"))]
+use crate::Error;
+use crate::{tensor::wrap, DType, Element, Result, Tensor};
 
 /// A plugin instance's handle to the host: tensor creation on the run's device, its own seeded
 /// RNG stream, host-owned parameters, taps, metrics and logs. Cheap to copy; keep it in the plugin.
@@ -119,6 +121,8 @@ impl Ctx {
     }
 
     /// A feature that the model in `role` tapped this step, for feature losses.
+    /// Needs a host with plugin-api ≥ 1.0's appended `feature`; older hosts give a clear error.
+    #[cfg(not(feature = "short-table"))]
     pub fn feature(&self, role: &str, name: &str) -> Result<Option<Tensor>> {
         let f = self.api().feature().ok_or_else(|| Error::missing_function("feature"))?;
         let r = f(self.raw(), RStr::from_str(role), RStr::from_str(name)).into_result()?;

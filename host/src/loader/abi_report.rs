@@ -1,18 +1,21 @@
 //! Short summaries of abi_stable layout errors (its own report runs to thousands of lines).
 use retort_plugin_api::abi_stable::{abi_stability::abi_checking::AbiInstabilityErrors, type_layout::TLFieldOrFunction};
 
-/// One line per mismatch: the field path from the root module, then the `Error:` lines of
-/// abi_stable's report with their expected/found values.
+/// One clause per mismatch: abi_stable's `Error:` lines with expected/found values, then the
+/// field path from the root module.
 pub fn summarize(errs: &AbiInstabilityErrors) -> String {
     let mut lines = Vec::new();
-    for e in errs.errors.iter() {
-        let path: Vec<String> = e
+    for e in errs.errors.iter().filter(|e| !e.errs.is_empty()) {
+        // Field names only: function signatures and positional parameter lists are noise here.
+        let path: Vec<&str> = e
             .stack_trace
             .iter()
-            .map(|ef| match &ef.found {
-                TLFieldOrFunction::Field(f) => f.name().to_string(),
-                TLFieldOrFunction::Function(f) => f.to_string().lines().next().unwrap_or("fn").trim().to_string(),
+            .filter_map(|ef| match &ef.found {
+                TLFieldOrFunction::Field(f) => Some(f.name()),
+                TLFieldOrFunction::Function(_) => None,
             })
+            .filter(|n| !n.is_empty() && !n.contains(',') && !n.chars().all(|c| c.is_ascii_digit()))
+            .map(|n| if n == "__returns" { "(return)" } else { n })
             .collect();
         let text = e.to_string();
         let mut reasons = Vec::new();
@@ -33,11 +36,14 @@ pub fn summarize(errs: &AbiInstabilityErrors) -> String {
             }
         }
         if reasons.is_empty() {
-            reasons.push(text.lines().next().unwrap_or("layout mismatch").to_string());
+            reasons.push("layout mismatch".to_string());
         }
-        let at = if path.is_empty() { "<root module>".to_string() } else { path.join(" → ") };
+        let at = if path.is_empty() { "the root module".to_string() } else { format!("PluginModule.{}", path.join(".")) };
         lines.push(format!("{} at {at}", reasons.join("; ")));
     }
+    if lines.is_empty() {
+        lines.push("layout mismatch (abi_stable gave no detail)".to_string());
+    }
     lines.dedup();
-    lines.join("\n")
+    lines.join("; ")
 }

@@ -128,17 +128,23 @@ impl Library {
             return Err(incompatible("the library carries no layout information to check".into()));
         };
         let expected = <PluginModuleRef as StableAbi>::LAYOUT;
-        for (interface, implementation) in [(expected, layout), (layout, expected)] {
-            // Fresh globals each time: the process-wide ones keep references into unloaded libraries.
-            let globals = CheckingGlobals::new();
-            if let Err(e) = check_layout_compatibility_with_globals(interface, implementation, &globals) {
+        // abi_stable accepts a prefix type only when the interface has no more fields than the
+        // implementation. Our tables flow both ways (the plugin provides `PluginModule`, the host
+        // provides `HostApi`), so an older plugin passes in one direction and a newer one in the
+        // other; a real layout change fails both. Accept when either direction passes. Fresh
+        // globals each time: the process-wide ones keep references into unloaded libraries.
+        let check = |interface, implementation| {
+            check_layout_compatibility_with_globals(interface, implementation, &CheckingGlobals::new())
+        };
+        if let Err(e) = check(expected, layout) {
+            if check(layout, expected).is_err() {
                 let summary = super::abi_report::summarize(&e);
                 return Err(incompatible(format!(
-                    "layout differs from this host's plugin-api {ABI_VERSION} (library built against {found}):\n{summary}"
+                    "layout differs from this host's plugin-api {ABI_VERSION} (library built against {found}): {summary}"
                 )));
             }
         }
-        // SAFETY: the layout was checked just above, in both directions.
+        // SAFETY: the layout was checked just above.
         let module = unsafe { header.init_root_module_with_unchecked_layout::<PluginModuleRef>() }
             .map_err(|e| fail(format!("root module failed to initialise: {e}")))?;
         let plugins = Self::read_info(module);
