@@ -1,0 +1,98 @@
+//! Helpers for the end-to-end tests: build the workspace's plugins and the test fixtures with
+//! cargo (once per test process) and hand out their library paths.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, OnceLock},
+};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The target directory cargo builds into.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+}
+
+fn profile_dir() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+fn cargo(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args).current_dir(workspace());
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("cannot run cargo");
+    assert!(out.status.success(), "cargo {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The workspace packages the tests load: the `retort` binary and the first plugins.
+pub const PACKAGES: &[&str] = &["retort", "retort-loss-hinton-kd", "retort-loss-cross-entropy", "retort-model-mlp"];
+
+/// Builds the host binary and the plugins (once), returning the directory that holds them.
+pub fn build_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut args = vec!["build", "--quiet"];
+            for p in PACKAGES {
+                args.extend(["-p", p]);
+            }
+            cargo(&args);
+            target_dir().join(profile_dir())
+        })
+        .clone()
+}
+
+/// The built library of a workspace plugin crate (`retort-loss-hinton-kd`).
+pub fn plugin(package: &str) -> PathBuf {
+    lib_path(&build_dir(), package)
+}
+
+fn lib_path(dir: &Path, package: &str) -> PathBuf {
+    let stem = package.replace('-', "_");
+    dir.join(format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION))
+}
+
+/// The `retort` executable.
+pub fn retort_bin() -> PathBuf {
+    build_dir().join(format!("retort{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Builds a fixture package of `tests/fixtures` (once each) into `target/fixtures`; returns the
+/// output directory.
+pub fn fixture_dir(package: &str) -> PathBuf {
+    static DONE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    let target = target_dir().join("fixtures");
+    if !done.iter().any(|p| p == package) {
+        let manifest = workspace().join("tests/fixtures/Cargo.toml");
+        let (m, t) = (manifest.to_string_lossy().to_string(), target.to_string_lossy().to_string());
+        cargo(&["build", "--quiet", "--manifest-path", &m, "--target-dir", &t, "-p", package]);
+        done.push(package.to_string());
+    }
+    target.join(profile_dir())
+}
+
+/// The library of a fixture plugin package (`fixture-panicky`).
+pub fn fixture(package: &str) -> PathBuf {
+    lib_path(&fixture_dir(package), package)
+}
+
+/// Resident set size of this process in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
