@@ -14,6 +14,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// Builds an error from a code and a message.
+    #[allow(clippy::useless_conversion)]
     pub fn new(code: u32, message: impl Into<String>) -> Self {
         ApiError {
             code: code.into(),

@@ -37,12 +37,8 @@ pub struct HostApi {
 
     // ---- creation ----
     /// A tensor from little-endian element bytes of `dtype` and a shape (on the ctx's device).
-    pub from_bytes: extern "C" fn(
-        ctx: RawCtx,
-        bytes: RSlice<'_, u8>,
-        dtype: u32,
-        shape: RSlice<'_, u64>,
-    ) -> ApiResult<RawTensor>,
+    pub from_bytes:
+        extern "C" fn(ctx: RawCtx, bytes: RSlice<'_, u8>, dtype: u32, shape: RSlice<'_, u64>) -> ApiResult<RawTensor>,
     /// Every element `value`.
     pub full: extern "C" fn(ctx: RawCtx, shape: RSlice<'_, u64>, value: f64, dtype: u32) -> ApiResult<RawTensor>,
     /// `start, start + step, …` below `end`.

@@ -20,8 +20,8 @@ pub use error::ApiError;
 pub use host::{HostApi, HostApiRef, InitSpec, PluginHost};
 pub use module::{PluginModule, PluginModuleRef};
 pub use plugin::{
-    Augmenter, AugmenterBox, Augmenter_TO, Loss, LossBox, Loss_TO, Model, ModelBox, Model_TO,
-    ParamSpec, PluginDescription, Router, RouterBox, Router_TO, Teacher, TeacherBox, Teacher_TO,
+    Augmenter, AugmenterBox, Augmenter_TO, Loss, LossBox, Loss_TO, Model, ModelBox, Model_TO, ParamSpec,
+    PluginDescription, Router, RouterBox, Router_TO, Teacher, TeacherBox, Teacher_TO,
 };
 pub use tensor::{Batch, NamedScalar, NamedTensor, OpaqueCtx, OpaqueTensor, OwnedTensor, RawCtx, RawTensor};
 

@@ -6,9 +6,7 @@ use abi_stable::{
     StableAbi,
 };
 
-use crate::{
-    ApiError, AugmenterBox, LossBox, ModelBox, PluginDescription, PluginHost, RouterBox, TeacherBox,
-};
+use crate::{ApiError, AugmenterBox, LossBox, ModelBox, PluginDescription, PluginHost, RouterBox, TeacherBox};
 
 /// The root module every plugin library exports (via the SDK's `export_plugins!`).
 ///
@@ -24,8 +22,7 @@ pub struct PluginModule {
     pub info: extern "C" fn() -> RVec<PluginDescription>,
     pub new_loss: extern "C" fn(host: PluginHost, name: RStr<'_>, config: RStr<'_>) -> RResult<LossBox, ApiError>,
     pub new_model: extern "C" fn(host: PluginHost, name: RStr<'_>, config: RStr<'_>) -> RResult<ModelBox, ApiError>,
-    pub new_teacher:
-        extern "C" fn(host: PluginHost, name: RStr<'_>, config: RStr<'_>) -> RResult<TeacherBox, ApiError>,
+    pub new_teacher: extern "C" fn(host: PluginHost, name: RStr<'_>, config: RStr<'_>) -> RResult<TeacherBox, ApiError>,
     pub new_router: extern "C" fn(host: PluginHost, name: RStr<'_>, config: RStr<'_>) -> RResult<RouterBox, ApiError>,
     #[sabi(last_prefix_field)]
     pub new_augmenter:

@@ -5,9 +5,9 @@ use retort_plugin_api::{
         std_types::{RBox, RResult, RSlice, RString, RVec},
     },
     codes::{error as code, kind},
-    ApiError, Augmenter, Augmenter_TO, AugmenterBox, Batch as RawBatch, HostApiRef, Loss, Loss_TO, LossBox, Model,
-    Model_TO, ModelBox, OwnedTensor, ParamSpec, PluginDescription, PluginHost, RawTensor, Router, Router_TO,
-    RouterBox, Teacher, Teacher_TO, TeacherBox,
+    ApiError, Augmenter, AugmenterBox, Augmenter_TO, Batch as RawBatch, HostApiRef, Loss, LossBox, Loss_TO, Model,
+    ModelBox, Model_TO, OwnedTensor, ParamSpec, PluginDescription, PluginHost, RawTensor, Router, RouterBox, Router_TO,
+    Teacher, TeacherBox, Teacher_TO,
 };
 
 use crate::{
@@ -24,7 +24,11 @@ pub fn describe<P: Plugin>(kind_code: u32, version: &str) -> PluginDescription {
             .into_iter()
             .map(|(name, v)| {
                 let doc = docs.iter().find(|(n, _)| *n == name).map(|(_, d)| *d).unwrap_or("");
-                ParamSpec { name: RString::from(name), default_json: RString::from(v.to_string()), doc: doc.into() }
+                ParamSpec {
+                    name: RString::from(name),
+                    default_json: RString::from(v.to_string()),
+                    doc: doc.into(),
+                }
             })
             .collect(),
         _ => RVec::new(),
@@ -45,7 +49,10 @@ pub fn parse_config<P: Plugin>(config: &str) -> Result<P::Config> {
 }
 
 fn not_found(kind_code: u32, name: &str) -> ApiError {
-    ApiError::new(code::NOT_FOUND, format!("this library has no {} plugin named `{name}`", kind::name(kind_code)))
+    ApiError::new(
+        code::NOT_FOUND,
+        format!("this library has no {} plugin named `{name}`", kind::name(kind_code)),
+    )
 }
 
 /// The error for a constructor call naming a plugin the library does not have.
@@ -63,7 +70,11 @@ pub struct Adapter<P> {
 fn build<P: Plugin>(host: PluginHost, config: &str, version: &'static str) -> Result<Adapter<P>> {
     let cfg = parse_config::<P>(config)?;
     let inner = P::new(Ctx::new(host), cfg)?;
-    Ok(Adapter { inner, api: host.api, version })
+    Ok(Adapter {
+        inner,
+        api: host.api,
+        version,
+    })
 }
 
 fn state_of<P: Plugin>(p: &P) -> RResult<RVec<u8>, ApiError> {
@@ -110,11 +121,11 @@ adapter_kind!(TeacherPlugin, Teacher, Teacher_TO, TeacherBox, new_teacher, kind:
 adapter_kind!(RouterPlugin, Router, Router_TO, RouterBox, new_router, kind::ROUTER,
     route(batch) -> RawTensor => |p: &mut P, b: &Batch| p.route(b).map(crate::Tensor::into_raw));
 adapter_kind!(AugmenterPlugin, Augmenter, Augmenter_TO, AugmenterBox, new_augmenter, kind::AUGMENTER,
-    augment(batch) -> RVec<OwnedTensor> => |p: &mut P, b: &Batch| p.augment(b).map(|v| {
-        v.into_iter()
-            .map(|(name, t)| OwnedTensor { name: name.into(), tensor: t.into_raw() })
-            .collect::<RVec<_>>()
-    }));
+augment(batch) -> RVec<OwnedTensor> => |p: &mut P, b: &Batch| p.augment(b).map(|v| {
+    v.into_iter()
+        .map(|(name, t)| OwnedTensor { name: name.into(), tensor: t.into_raw() })
+        .collect::<RVec<_>>()
+}));
 
 /// Boxes a value so the trait-object constructors above have a concrete pointer type.
 pub type Boxed<T> = RBox<T>;

@@ -35,7 +35,11 @@ impl<'a> Batch<'a> {
 
     /// The number named `name`, if present.
     pub fn scalar(&self, name: &str) -> Option<f64> {
-        self.raw.scalars.iter().find(|s| s.name.as_str() == name).map(|s| s.value)
+        self.raw
+            .scalars
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .map(|s| s.value)
     }
 
     /// Whether the host is training (dropout on, batch statistics used).

@@ -1,7 +1,9 @@
 //! Tensor ops, grouped by the host's op families and named as in candle.
 use retort_plugin_api::{
     abi_stable::std_types::RSlice,
-    codes::{binary as b, combine as c, index as ix, layout as l, nn, reduce as r, scalar as s, softmax as sm, unary as u},
+    codes::{
+        binary as b, combine as c, index as ix, layout as l, nn, reduce as r, scalar as s, softmax as sm, unary as u,
+    },
     RawTensor,
 };
 
@@ -227,7 +229,11 @@ impl Tensor {
     fn index_op(&self, op: u32, others: &[&Tensor], args: &[i64]) -> Result<Tensor> {
         let mut raws = vec![self.raw()];
         raws.extend(others.iter().map(|t| t.raw()));
-        self.wrap((self.api().index())(op, RSlice::from_slice(&raws), RSlice::from_slice(args)))
+        self.wrap((self.api().index())(
+            op,
+            RSlice::from_slice(&raws),
+            RSlice::from_slice(args),
+        ))
     }
     /// Rows (entries of `dim`) picked by a 1-D index tensor.
     pub fn index_select(&self, indices: &Tensor, dim: impl Dim) -> Result<Tensor> {
@@ -251,10 +257,21 @@ impl Tensor {
     }
 
     /// 2-D convolution (NCHW input, OIHW kernel).
-    pub fn conv2d(&self, kernel: &Tensor, padding: usize, stride: usize, dilation: usize, groups: usize) -> Result<Tensor> {
+    pub fn conv2d(
+        &self,
+        kernel: &Tensor,
+        padding: usize,
+        stride: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Result<Tensor> {
         let args = [padding as i64, stride as i64, dilation as i64, groups as i64];
         let raws = [self.raw(), kernel.raw()];
-        self.wrap((self.api().nn())(nn::CONV2D, RSlice::from_slice(&raws), RSlice::from_slice(&args)))
+        self.wrap((self.api().nn())(
+            nn::CONV2D,
+            RSlice::from_slice(&raws),
+            RSlice::from_slice(&args),
+        ))
     }
     /// Max pooling with a square window and the given stride.
     pub fn max_pool2d_with_stride(&self, kernel: usize, stride: usize) -> Result<Tensor> {
@@ -275,7 +292,11 @@ impl Tensor {
     fn pool(&self, op: u32, k: usize, st: usize) -> Result<Tensor> {
         let args = [k as i64, k as i64, st as i64, st as i64];
         let raws = [self.raw()];
-        self.wrap((self.api().nn())(op, RSlice::from_slice(&raws), RSlice::from_slice(&args)))
+        self.wrap((self.api().nn())(
+            op,
+            RSlice::from_slice(&raws),
+            RSlice::from_slice(&args),
+        ))
     }
 
     /// The same values, cut from the autograd graph (stop-gradient).

@@ -8,12 +8,17 @@ use std::{
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The target directory cargo builds into.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
 }
 
 fn profile_dir() -> &'static str {
@@ -32,11 +37,20 @@ fn cargo(args: &[&str]) {
         cmd.arg("--release");
     }
     let out = cmd.output().expect("cannot run cargo");
-    assert!(out.status.success(), "cargo {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
-/// The workspace packages the tests load: the `retort` binary and the first plugins.
-pub const PACKAGES: &[&str] = &["retort", "retort-loss-hinton-kd", "retort-loss-cross-entropy", "retort-model-mlp"];
+/// The workspace packages the tests load: the `retort` binary, the plugins and the template.
+pub const PACKAGES: &[&str] = &[
+    "retort",
+    "retort-loss-hinton-kd",
+    "retort-loss-cross-entropy",
+    "retort-model-mlp",
+];
 
 /// Builds the host binary and the plugins (once), returning the directory that holds them.
 pub fn build_dir() -> PathBuf {
@@ -60,7 +74,11 @@ pub fn plugin(package: &str) -> PathBuf {
 
 fn lib_path(dir: &Path, package: &str) -> PathBuf {
     let stem = package.replace('-', "_");
-    dir.join(format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION))
+    dir.join(format!(
+        "{}{stem}.{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_EXTENSION
+    ))
 }
 
 /// The `retort` executable.
@@ -76,8 +94,20 @@ pub fn fixture_dir(package: &str) -> PathBuf {
     let target = target_dir().join("fixtures");
     if !done.iter().any(|p| p == package) {
         let manifest = workspace().join("tests/fixtures/Cargo.toml");
-        let (m, t) = (manifest.to_string_lossy().to_string(), target.to_string_lossy().to_string());
-        cargo(&["build", "--quiet", "--manifest-path", &m, "--target-dir", &t, "-p", package]);
+        let (m, t) = (
+            manifest.to_string_lossy().to_string(),
+            target.to_string_lossy().to_string(),
+        );
+        cargo(&[
+            "build",
+            "--quiet",
+            "--manifest-path",
+            &m,
+            "--target-dir",
+            &t,
+            "-p",
+            package,
+        ]);
         done.push(package.to_string());
     }
     target.join(profile_dir())

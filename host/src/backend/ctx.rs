@@ -30,16 +30,14 @@ pub struct ParamStore {
 }
 
 impl ParamStore {
-    /// The existing parameter, or a new one drawn from `init` with `rng`.
+    /// The existing parameter `group.name` (checking its shape), or a new one from `make`.
     pub fn get_or_create(
         &self,
         group: &str,
         name: &str,
         shape: &[usize],
-        init: InitSpec,
         trainable: bool,
-        device: &Device,
-        rng: &mut ChaCha8Rng,
+        make: impl FnOnce() -> Result<Tensor, String>,
     ) -> Result<Tensor, String> {
         let mut params = lock(&self.params);
         if let Some(p) = params.iter().find(|p| p.group == group && p.name == name) {
@@ -51,10 +49,14 @@ impl ParamStore {
             }
             return Ok(p.var.as_tensor().clone());
         }
-        let t = sample(rng, init.dist, init.a, init.b, shape, device).map_err(|e| e.to_string())?;
-        let var = Var::from_tensor(&t).map_err(|e| e.to_string())?;
+        let var = Var::from_tensor(&make()?).map_err(|e| e.to_string())?;
         let out = var.as_tensor().clone();
-        params.push(Param { group: group.into(), name: name.into(), var, trainable });
+        params.push(Param {
+            group: group.into(),
+            name: name.into(),
+            var,
+            trainable,
+        });
         Ok(out)
     }
 
@@ -68,12 +70,20 @@ impl ParamStore {
 
     /// Every parameter, optionally of one group only.
     pub fn params(&self, group: Option<&str>) -> Vec<Param> {
-        lock(&self.params).iter().filter(|p| group.is_none_or(|g| p.group == g)).cloned().collect()
+        lock(&self.params)
+            .iter()
+            .filter(|p| group.is_none_or(|g| p.group == g))
+            .cloned()
+            .collect()
     }
 
     /// Number of scalar parameters (trainable or not) of a group.
     pub fn count(&self, group: &str) -> usize {
-        lock(&self.params).iter().filter(|p| p.group == group).map(|p| p.var.as_tensor().elem_count()).sum()
+        lock(&self.params)
+            .iter()
+            .filter(|p| p.group == group)
+            .map(|p| p.var.as_tensor().elem_count())
+            .sum()
     }
 }
 
@@ -86,7 +96,10 @@ pub struct TapStore {
 impl TapStore {
     /// Records a tap of the model in `role`.
     pub fn record(&self, role: &str, name: &str, t: &Tensor) {
-        lock(&self.taps).entry(role.to_string()).or_default().insert(name.to_string(), t.clone());
+        lock(&self.taps)
+            .entry(role.to_string())
+            .or_default()
+            .insert(name.to_string(), t.clone());
     }
     /// The tap `name` of the model in `role`, if recorded this step.
     pub fn get(&self, role: &str, name: &str) -> Option<Tensor> {
@@ -94,7 +107,10 @@ impl TapStore {
     }
     /// The names tapped by `role` this step.
     pub fn names(&self, role: &str) -> Vec<String> {
-        let mut v: Vec<String> = lock(&self.taps).get(role).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let mut v: Vec<String> = lock(&self.taps)
+            .get(role)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
@@ -130,6 +146,13 @@ impl PluginCtx {
     /// `raw` must come from [`PluginCtx::raw`] of a context that is still alive.
     pub unsafe fn from_raw<'a>(raw: RawCtx) -> &'a PluginCtx {
         unsafe { &*(raw.0.as_ptr() as *const PluginCtx) }
+    }
+
+    /// This instance's parameter `name`, created from `init` with its RNG stream on first request.
+    pub fn param(&self, name: &str, shape: &[usize], init: InitSpec, trainable: bool) -> Result<Tensor, String> {
+        self.params.get_or_create(&self.role, name, shape, trainable, || {
+            self.with_rng(|rng| sample(rng, init.dist, init.a, init.b, shape, &self.device))
+        })
     }
 
     /// Runs `f` with this instance's RNG stream.
@@ -171,13 +194,20 @@ pub struct Host {
 
 /// FNV-1a: a stable hash for deriving per-slot seeds (std's hasher may change between releases).
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl Host {
     /// A host on `device` whose plugin RNG streams derive from `seed`.
     pub fn new(device: Device, seed: u64) -> Self {
-        Host { device, params: Arc::default(), taps: Arc::default(), seed }
+        Host {
+            device,
+            params: Arc::default(),
+            taps: Arc::default(),
+            seed,
+        }
     }
 
     /// A CPU host.
@@ -211,7 +241,14 @@ fn normal_pair(rng: &mut ChaCha8Rng) -> (f64, f64) {
 }
 
 /// A tensor of `shape` drawn from distribution `code` with parameters `a`, `b` (f32).
-pub fn sample(rng: &mut ChaCha8Rng, code: u32, a: f64, b: f64, shape: &[usize], device: &Device) -> Result<Tensor, String> {
+pub fn sample(
+    rng: &mut ChaCha8Rng,
+    code: u32,
+    a: f64,
+    b: f64,
+    shape: &[usize],
+    device: &Device,
+) -> Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = match code {
         dist::CONSTANT => vec![a as f32; n],
@@ -226,7 +263,9 @@ pub fn sample(rng: &mut ChaCha8Rng, code: u32, a: f64, b: f64, shape: &[usize], 
             v.truncate(n);
             v
         }
-        dist::BERNOULLI => (0..n).map(|_| if rng.random::<f64>() < a { 1.0 } else { 0.0 }).collect(),
+        dist::BERNOULLI => (0..n)
+            .map(|_| if rng.random::<f64>() < a { 1.0 } else { 0.0 })
+            .collect(),
         other => return Err(format!("unknown distribution code {other}")),
     };
     Tensor::from_vec(data, Shape::from(shape.to_vec()), device)

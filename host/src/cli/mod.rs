@@ -5,7 +5,12 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (plugin-api ", env!("RETORT_ABI_VERSION"), ")");
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (plugin-api ",
+    env!("RETORT_ABI_VERSION"),
+    ")"
+);
 
 /// Retort: knowledge distillation with compiled, hot-swappable method plugins.
 #[derive(Parser)]
@@ -41,7 +46,9 @@ enum Command {
 /// Sets up `tracing` on stderr; `RUST_LOG` filters (default `warn`).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -1,5 +1,7 @@
 //! Short summaries of abi_stable layout errors (its own report runs to thousands of lines).
-use retort_plugin_api::abi_stable::{abi_stability::abi_checking::AbiInstabilityErrors, type_layout::TLFieldOrFunction};
+use retort_plugin_api::abi_stable::{
+    abi_stability::abi_checking::AbiInstabilityErrors, type_layout::TLFieldOrFunction,
+};
 
 /// One clause per mismatch: abi_stable's `Error:` lines with expected/found values, then the
 /// field path from the root module.
@@ -38,7 +40,11 @@ pub fn summarize(errs: &AbiInstabilityErrors) -> String {
         if reasons.is_empty() {
             reasons.push("layout mismatch".to_string());
         }
-        let at = if path.is_empty() { "the root module".to_string() } else { format!("PluginModule.{}", path.join(".")) };
+        let at = if path.is_empty() {
+            "the root module".to_string()
+        } else {
+            format!("PluginModule.{}", path.join("."))
+        };
         lines.push(format!("{} at {at}", reasons.join("; ")));
     }
     if lines.is_empty() {

@@ -22,12 +22,18 @@ impl Plugin for CrossEntropy {
     type Config = Config;
 
     fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[("label_smoothing", "ε in [0, 1): target is (1−ε)·one-hot + ε/C (Szegedy et al. 2016)")]
+        &[(
+            "label_smoothing",
+            "ε in [0, 1): target is (1−ε)·one-hot + ε/C (Szegedy et al. 2016)",
+        )]
     }
 
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
         if !(0.0..1.0).contains(&cfg.label_smoothing) {
-            return Err(Error::config(format!("cross-entropy: label_smoothing must be in [0, 1), got {}", cfg.label_smoothing)));
+            return Err(Error::config(format!(
+                "cross-entropy: label_smoothing must be in [0, 1), got {}",
+                cfg.label_smoothing
+            )));
         }
         Ok(CrossEntropy { cfg })
     }
