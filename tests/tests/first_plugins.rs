@@ -152,6 +152,9 @@ fn template_plugin_from_the_readme_works() {
     let zs = Tensor::from_slice(&[1f32, 2.0, 3.0, 4.0], (2, 2), &d).unwrap();
     let zt = Tensor::from_slice(&[1f32, 0.0, 3.0, 3.0], (2, 2), &d).unwrap();
     // rows: mean((0, 2)²) = 2, mean((0, 1)²) = 0.5; batch mean 1.25; × 2.
-    let v = scalar(l.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zt)).unwrap());
+    let v = scalar(
+        l.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zt))
+            .unwrap(),
+    );
     assert!((v - 2.5).abs() < 1e-6, "{v}");
 }
