@@ -23,6 +23,9 @@ fn direct_kd(zs: &Tensor, zt: &Tensor, tau: f64) -> candle_core::Result<Tensor> 
     rows.mean_all()?.affine(tau * tau, 0.0)
 }
 
+/// A named pair of closures: the op called on candle directly, and through the host table.
+type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>);
+
 fn main() -> anyhow::Result<()> {
     let host = Host::cpu(0);
     let pctx = host.ctx("bench", "bench");
@@ -37,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         let x = ctx.randn(0.0, 1.0, &[n])?;
         // SAFETY: `x` owns a live handle.
         let xc = unsafe { retort::backend::tensor_of(x.raw()) }.clone();
-        let cases: [(&str, Box<dyn Fn()>, Box<dyn Fn()>); 3] = [
+        let cases: [Case; 3] = [
             ("exp", Box::new(|| drop(xc.exp())), Box::new(|| drop(x.exp()))),
             (
                 "add",
@@ -51,8 +54,8 @@ fn main() -> anyhow::Result<()> {
             ),
         ];
         for (name, direct, table) in cases {
-            let d = median_ns(31, 20_000, || direct());
-            let t = median_ns(31, 20_000, || table());
+            let d = median_ns(31, 20_000, &direct);
+            let t = median_ns(31, 20_000, &table);
             println!(
                 "{:<22} {:>10.0} {:>10.0} {:>+10.0}",
                 format!("{name} [{n}]"),
