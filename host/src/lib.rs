@@ -5,9 +5,12 @@
 #![allow(non_local_definitions)]
 
 pub mod backend;
+pub mod config;
+pub mod data;
 pub mod error;
 pub mod instance;
 pub mod loader;
+pub mod train;
 
 pub use backend::{live_handles, Host, PluginCtx};
 pub use error::{HostError, Result};

@@ -44,24 +44,14 @@ fn cargo(args: &[&str]) {
     );
 }
 
-/// The workspace packages the tests load: the `retort` binary, the plugins and the template.
-pub const PACKAGES: &[&str] = &[
-    "retort",
-    "retort-loss-hinton-kd",
-    "retort-loss-cross-entropy",
-    "retort-model-mlp",
-];
-
-/// Builds the host binary and the plugins (once), returning the directory that holds them.
+/// Builds the workspace (once per test process), returning the directory that holds the
+/// `retort` binary and the plugin libraries.
 pub fn build_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let mut args = vec!["build", "--quiet"];
-            for p in PACKAGES {
-                args.extend(["-p", p]);
-            }
-            cargo(&args);
+            // The whole workspace: every plugin crate (whatever its name) and the `retort` binary.
+            cargo(&["build", "--quiet", "--workspace"]);
             target_dir().join(profile_dir())
         })
         .clone()

@@ -27,6 +27,8 @@ pub struct Param {
 #[derive(Default)]
 pub struct ParamStore {
     params: Mutex<Vec<Param>>,
+    /// Values waiting for a parameter to be created (weights loaded before the plugin asks).
+    pending: Mutex<HashMap<(String, String), Tensor>>,
 }
 
 impl ParamStore {
@@ -49,7 +51,18 @@ impl ParamStore {
             }
             return Ok(p.var.as_tensor().clone());
         }
-        let var = Var::from_tensor(&make()?).map_err(|e| e.to_string())?;
+        let preloaded = lock(&self.pending).remove(&(group.to_string(), name.to_string()));
+        let init = match preloaded {
+            Some(t) if t.dims() == shape => t,
+            Some(t) => {
+                return Err(format!(
+                    "loaded weight `{group}.{name}` has shape {:?}, the model asks for {shape:?}",
+                    t.dims()
+                ))
+            }
+            None => make()?,
+        };
+        let var = Var::from_tensor(&init).map_err(|e| e.to_string())?;
         let out = var.as_tensor().clone();
         params.push(Param {
             group: group.into(),
@@ -58,6 +71,44 @@ impl ParamStore {
             trainable,
         });
         Ok(out)
+    }
+
+    /// Sets parameters of `group` from `weights` (name → tensor): existing ones now, the others
+    /// when the plugin creates them. Returns the names set now.
+    pub fn load(&self, group: &str, weights: HashMap<String, Tensor>) -> Result<Vec<String>, String> {
+        let params = lock(&self.params);
+        let mut set = Vec::new();
+        let mut pending = lock(&self.pending);
+        for (name, t) in weights {
+            match params.iter().find(|p| p.group == group && p.name == name) {
+                Some(p) => {
+                    if p.var.as_tensor().dims() != t.dims() {
+                        return Err(format!(
+                            "weight `{group}.{name}` has shape {:?}, the parameter has {:?}",
+                            t.dims(),
+                            p.var.as_tensor().dims()
+                        ));
+                    }
+                    p.var
+                        .set(&t.to_dtype(p.var.dtype()).map_err(|e| e.to_string())?)
+                        .map_err(|e| e.to_string())?;
+                    set.push(name);
+                }
+                None => {
+                    pending.insert((group.to_string(), name), t);
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Every parameter and buffer of `group` by name (for saving).
+    pub fn group_tensors(&self, group: &str) -> HashMap<String, Tensor> {
+        lock(&self.params)
+            .iter()
+            .filter(|p| p.group == group)
+            .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+            .collect()
     }
 
     /// The parameter of `group` whose tensor is `t` (same storage id).

@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 mod plugins;
+mod train;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -32,6 +33,27 @@ pub enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a distillation: the built-in default (MNIST, Hinton KD) or a config file.
+    Train {
+        /// The config file (TOML, YAML or JSON); the built-in default when omitted.
+        file: Option<PathBuf>,
+        /// Continue an interrupted run from its directory.
+        #[arg(long, conflicts_with = "file")]
+        resume: Option<PathBuf>,
+        /// Stop after this many optimizer steps, leaving a resumable checkpoint.
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// Re-evaluate the saved models of a run directory on the test set.
+    Eval {
+        /// The run directory (`runs/<name>`).
+        run_dir: PathBuf,
+    },
+    /// Validate or print configs.
+    Config {
+        #[command(subcommand)]
+        command: train::ConfigCommand,
+    },
     /// List, inspect and check plugins.
     Plugins {
         #[command(subcommand)]
@@ -59,5 +81,12 @@ pub fn init_logging(format: LogFormat) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins { command, plugin_dirs } => plugins::run(command, &plugin_dirs),
+        Command::Train {
+            file,
+            resume,
+            stop_after,
+        } => train::train(file, resume, stop_after),
+        Command::Eval { run_dir } => train::eval(run_dir),
+        Command::Config { command } => train::config(command),
     }
 }

@@ -1,0 +1,223 @@
+//! Reading, merging and validating run configs, with errors that name the source and key.
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+
+use super::RunConfig;
+
+/// The built-in default run (`retort train` with no file): the same text as
+/// `examples/mnist-hinton.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/mnist-hinton.toml");
+
+/// Where a config came from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Builtin,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Builtin => f.write_str("built-in default config"),
+        }
+    }
+}
+
+/// A config that cannot be used: the source, the key path when known, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {}{message}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub source_name: String,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+const ENV_PREFIX: &str = "RETORT__";
+
+/// `RETORT__DATA__BATCH_SIZE` → `data.batch_size`, for every override in the environment.
+fn env_overrides() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter_map(|(k, _)| {
+            k.strip_prefix(ENV_PREFIX)
+                .map(|rest| (rest.to_lowercase().replace("__", "."), k.clone()))
+        })
+        .collect()
+}
+
+fn format_of(path: &Path) -> Option<FileFormat> {
+    match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        "toml" => Some(FileFormat::Toml),
+        "yaml" | "yml" => Some(FileFormat::Yaml),
+        "json" => Some(FileFormat::Json),
+        _ => None,
+    }
+}
+
+/// Loads a config file (TOML, YAML or JSON by extension) with environment overrides.
+pub fn load_file(path: &Path) -> Result<RunConfig, ConfigError> {
+    let src = ConfigSource::File(path.to_path_buf());
+    let err = |message: String| ConfigError {
+        source_name: src.to_string(),
+        key: None,
+        message,
+    };
+    if !path.exists() {
+        return Err(err("no such file".into()));
+    }
+    let format = format_of(path).ok_or_else(|| err("unknown config format: use .toml, .yaml, .yml or .json".into()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    load_str(&text, format, src)
+}
+
+/// Loads config text of `format` with environment overrides; `source` names it in errors.
+pub fn load_str(text: &str, format: FileFormat, source: ConfigSource) -> Result<RunConfig, ConfigError> {
+    let source_name = source.to_string();
+    let built = Config::builder()
+        .add_source(File::from_str(text, format))
+        .add_source(
+            Environment::with_prefix("RETORT")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .map_err(|e| ConfigError {
+            source_name: source_name.clone(),
+            key: None,
+            message: e.to_string(),
+        })?;
+    let cfg: RunConfig = serde_path_to_error::deserialize(built).map_err(|e| {
+        let key = e.path().to_string();
+        let env = env_overrides()
+            .into_iter()
+            .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")));
+        let mut message = e.into_inner().to_string();
+        if let Some((_, var)) = env {
+            message.push_str(&format!(" (set by environment variable {var})"));
+        }
+        ConfigError {
+            source_name: source_name.clone(),
+            key: (key != ".").then_some(key),
+            message,
+        }
+    })?;
+    validate(&cfg).map_err(|(key, message)| ConfigError {
+        source_name,
+        key: Some(key),
+        message,
+    })?;
+    Ok(cfg)
+}
+
+/// Checks what the types cannot: references between sections and value ranges.
+fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
+    let fail = |k: &str, m: String| Err((k.to_string(), m));
+    if !["mnist", "fashion-mnist"].contains(&cfg.data.dataset.as_str()) {
+        return fail(
+            "data.dataset",
+            format!(
+                "unknown dataset `{}`: expected `mnist` or `fashion-mnist`",
+                cfg.data.dataset
+            ),
+        );
+    }
+    if cfg.data.batch_size == 0 || cfg.data.eval_batch_size == 0 {
+        return fail("data.batch_size", "batch sizes must be > 0".into());
+    }
+    if cfg.run.name.is_empty() || cfg.run.name.contains(['/', '\\']) {
+        return fail(
+            "run.name",
+            format!("`{}` must be a non-empty name without path separators", cfg.run.name),
+        );
+    }
+    if cfg.stages.is_empty() {
+        return fail("stages", "at least one stage is needed".into());
+    }
+    let slots: Vec<&String> = cfg.models.keys().collect();
+    let mut ready: Vec<&str> = cfg
+        .models
+        .iter()
+        .filter(|(_, m)| m.checkpoint.is_some())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    for (i, st) in cfg.stages.iter().enumerate() {
+        let key = |f: &str| format!("stages[{i}].{f}");
+        if !cfg.models.contains_key(&st.train) {
+            return fail(
+                &key("train"),
+                format!("no model slot `{}` (slots: {slots:?})", st.train),
+            );
+        }
+        if let Some(t) = &st.teacher {
+            if !cfg.models.contains_key(t) {
+                return fail(&key("teacher"), format!("no model slot `{t}` (slots: {slots:?})"));
+            }
+            if t == &st.train {
+                return fail(&key("teacher"), "a stage cannot distil a model into itself".into());
+            }
+            if !ready.contains(&t.as_str()) {
+                return fail(
+                    &key("teacher"),
+                    format!("`{t}` is neither trained by an earlier stage nor loaded from a checkpoint"),
+                );
+            }
+        }
+        if st.epochs == 0 {
+            return fail(&key("epochs"), "must be > 0".into());
+        }
+        if st.losses.is_empty() {
+            return fail(&key("losses"), "at least one loss is needed".into());
+        }
+        for (j, l) in st.losses.iter().enumerate() {
+            if !l.weight.is_finite() {
+                return fail(
+                    &format!("stages[{i}].losses[{j}].weight"),
+                    format!("{} is not finite", l.weight),
+                );
+            }
+            if !l.params.is_object() {
+                return fail(
+                    &format!("stages[{i}].losses[{j}].params"),
+                    "must be a table of parameters".into(),
+                );
+            }
+        }
+        ready.push(st.train.as_str());
+    }
+    for (slot, m) in &cfg.models {
+        if !m.params.is_object() {
+            return fail(&format!("models.{slot}.params"), "must be a table of parameters".into());
+        }
+    }
+    if cfg.eval.ece_bins == 0 {
+        return fail("eval.ece_bins", "must be > 0".into());
+    }
+    Ok(())
+}
+
+impl RunConfig {
+    /// The merged config as TOML (what `retort config show` prints and runs save).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render as TOML: {e}"))
+    }
+
+    /// The optimizer of stage `i` (its own, or the run's default).
+    pub fn stage_optimizer(&self, i: usize) -> &super::OptimizerSection {
+        self.stages[i].optimizer.as_ref().unwrap_or(&self.optimizer)
+    }
+
+    /// The schedule of stage `i` (its own, or the run's default).
+    pub fn stage_schedule(&self, i: usize) -> &super::ScheduleSection {
+        self.stages[i].schedule.as_ref().unwrap_or(&self.schedule)
+    }
+
+    /// The slot fidelity and KL are measured against.
+    pub fn reference_slot(&self) -> Option<&str> {
+        match &self.eval.reference {
+            Some(r) => Some(r.as_str()),
+            None => self.models.contains_key("teacher").then_some("teacher"),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Run configuration: a typed schema filled from TOML/YAML/JSON files (or the built-in default)
+//! plus `RETORT__SECTION__KEY` environment overrides, rejecting unknown keys.
+mod load;
+mod schema;
+
+pub use load::{load_file, load_str, ConfigError, ConfigSource, DEFAULT_CONFIG};
+pub use schema::*;

@@ -1,0 +1,331 @@
+//! The config schema. Every section rejects unknown keys; defaults are documented per field.
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub run: RunSection,
+    pub data: DataSection,
+    /// Named model slots (`teacher`, `scratch`, `student`, …).
+    pub models: BTreeMap<String, ModelSection>,
+    /// Default optimizer for stages that do not set one.
+    #[serde(default)]
+    pub optimizer: OptimizerSection,
+    /// Default learning-rate schedule for stages that do not set one.
+    #[serde(default)]
+    pub schedule: ScheduleSection,
+    /// Trained in order; a later stage may use an earlier stage's model as teacher.
+    pub stages: Vec<StageSection>,
+    #[serde(default)]
+    pub eval: EvalSection,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+    #[serde(default)]
+    pub logging: LoggingSection,
+}
+
+/// `[run]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Names the run directory `<output_dir>/<name>`.
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu` or `cuda` / `cuda:N` (needs a CUDA build).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Compute threads (0 = all cores). Results are reproducible at a fixed thread count.
+    #[serde(default = "one")]
+    pub threads: usize,
+    #[serde(default = "default_output")]
+    pub output_dir: PathBuf,
+    /// Directories searched for plugins before RETORT_PLUGIN_PATH and the executable's directory.
+    #[serde(default)]
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// `[data]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// `mnist` or `fashion-mnist`.
+    pub dataset: String,
+    /// Directory of the IDX files; default: `data/<dataset>` found from the working directory or
+    /// the executable's location.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+    /// Training samples held out as a validation split (0 = none; evaluation then uses test).
+    #[serde(default)]
+    pub validation: usize,
+    /// Use only this many training samples (0 = all); stages may override.
+    #[serde(default)]
+    pub subset: usize,
+    /// Maximum random shift of training images in pixels (0 = none).
+    #[serde(default)]
+    pub jitter: usize,
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+}
+
+/// `[models.<slot>]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A model plugin name (`mlp`, `cnn`).
+    pub plugin: String,
+    /// The plugin's parameters (see `retort plugins inspect`).
+    #[serde(default = "empty_object")]
+    pub params: Value,
+    /// Load weights from this safetensors file instead of training from scratch.
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// One loss term of a stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSection {
+    /// A loss plugin name.
+    pub plugin: String,
+    /// The term's name in logs (default: the plugin name).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "one_f")]
+    pub weight: f64,
+    /// How the weight changes over training (default: constant).
+    #[serde(default)]
+    pub weight_schedule: Option<WeightSchedule>,
+    #[serde(default = "empty_object")]
+    pub params: Value,
+}
+
+impl LossSection {
+    /// The term's name in logs and metrics.
+    pub fn term_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.plugin)
+    }
+}
+
+/// A loss weight over training: the configured weight times a factor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WeightSchedule {
+    /// Factor 1.
+    Constant,
+    /// Factor `min(1, epoch / epochs)` with epochs counted from 1 (DKD / ND warm-up).
+    Warmup { epochs: f64 },
+    /// Factor from `from` to `to` linearly over the stage's steps.
+    Linear { from: f64, to: f64 },
+}
+
+/// An optimizer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerSection {
+    Sgd {
+        lr: f64,
+        #[serde(default)]
+        momentum: f64,
+        #[serde(default)]
+        nesterov: bool,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    Adamw {
+        lr: f64,
+        #[serde(default = "beta1")]
+        beta1: f64,
+        #[serde(default = "beta2")]
+        beta2: f64,
+        #[serde(default = "adam_eps")]
+        eps: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+}
+
+impl Default for OptimizerSection {
+    fn default() -> Self {
+        OptimizerSection::Adamw {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// A learning-rate schedule; `warmup_steps` of linear warm-up apply to every kind.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    #[serde(default)]
+    pub kind: ScheduleKind,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// `step`: multiply by `gamma` every `step_epochs`.
+    #[serde(default = "one_f")]
+    pub step_epochs: f64,
+    #[serde(default = "gamma")]
+    pub gamma: f64,
+    /// `cosine`: the final learning rate as a fraction of the initial one.
+    #[serde(default)]
+    pub min_factor: f64,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        ScheduleSection {
+            kind: ScheduleKind::Constant,
+            warmup_steps: 0,
+            step_epochs: 1.0,
+            gamma: 0.1,
+            min_factor: 0.0,
+        }
+    }
+}
+
+/// The shape of a learning-rate schedule.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    #[default]
+    Constant,
+    Step,
+    Cosine,
+}
+
+/// `[[stages]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSection {
+    pub name: String,
+    /// The model slot trained in this stage.
+    pub train: String,
+    /// The model slot used as (frozen) teacher, if any.
+    #[serde(default)]
+    pub teacher: Option<String>,
+    pub epochs: usize,
+    /// Training samples used in this stage (0 = `data.subset`): a small transfer set.
+    #[serde(default)]
+    pub subset: Option<usize>,
+    pub losses: Vec<LossSection>,
+    #[serde(default)]
+    pub optimizer: Option<OptimizerSection>,
+    #[serde(default)]
+    pub schedule: Option<ScheduleSection>,
+    /// Clip the global gradient norm to this value (0 = off).
+    #[serde(default)]
+    pub clip_grad_norm: f64,
+    /// Override `data.jitter` for this stage.
+    #[serde(default)]
+    pub jitter: Option<usize>,
+}
+
+/// `[eval]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Evaluate every this many epochs (and always at the end of a stage).
+    #[serde(default = "one")]
+    pub every_epochs: usize,
+    /// Bins of the expected calibration error.
+    #[serde(default = "fifteen")]
+    pub ece_bins: usize,
+    /// The model fidelity and KL are measured against (default: `teacher` when that slot exists).
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection {
+            every_epochs: 1,
+            ece_bins: 15,
+            reference: None,
+        }
+    }
+}
+
+/// `[checkpoint]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Write a resumable checkpoint every this many steps (0 = only at stage ends).
+    #[serde(default)]
+    pub every_steps: usize,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    /// Write a `metrics.jsonl` record every this many steps.
+    #[serde(default = "fifty")]
+    pub every_steps: usize,
+    /// Show progress bars (only on a terminal).
+    #[serde(default = "yes")]
+    pub progress: bool,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            every_steps: 50,
+            progress: true,
+        }
+    }
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_output() -> PathBuf {
+    "runs".into()
+}
+fn default_batch() -> usize {
+    128
+}
+fn default_eval_batch() -> usize {
+    1000
+}
+fn one() -> usize {
+    1
+}
+fn fifteen() -> usize {
+    15
+}
+fn fifty() -> usize {
+    50
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn gamma() -> f64 {
+    0.1
+}
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn adam_eps() -> f64 {
+    1e-8
+}
+fn yes() -> bool {
+    true
+}
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}

@@ -1,0 +1,23 @@
+//! Image-classification data: IDX files, in-memory datasets, seeded batching on a thread.
+mod batches;
+mod dataset;
+mod idx;
+
+pub use batches::{Batch, BatchPlan, Batches};
+pub use dataset::{Dataset, DatasetSpec, Split};
+pub use idx::{read_idx, IdxArray};
+
+/// Errors reading data.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {reason}")]
+    Format { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,92 @@
+//! Resumable checkpoints: every parameter and optimizer moment in safetensors, and the loop
+//! position, RNG streams and plugin states in JSON. Both are written atomically.
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{log::write_atomic, optim::ParamState};
+
+/// Where the loop stood, and everything not in the weights file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoopState {
+    /// Index of the stage in progress (or the next one when `stage_done`).
+    pub stage: usize,
+    pub stage_done: bool,
+    /// The epoch in progress (0-based) and the next batch within it.
+    pub epoch: usize,
+    pub batch: usize,
+    /// Optimizer steps taken in the run and in the stage.
+    pub global_step: u64,
+    pub stage_step: u64,
+    /// RNG stream positions by plugin slot: (seed, word position).
+    pub rng: BTreeMap<String, ([u8; 32], u128)>,
+    /// Plugin `state()` by slot.
+    pub plugin_states: BTreeMap<String, Vec<u8>>,
+    /// Seconds spent training each model slot so far.
+    pub train_seconds: BTreeMap<String, f64>,
+}
+
+/// Writes `state` and `weights` (+ optimizer moments) into `dir`.
+pub fn save(
+    dir: &Path,
+    state: &LoopState,
+    weights: &HashMap<String, Tensor>,
+    optimizer: &[(String, ParamState)],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut all: HashMap<String, Tensor> = weights.clone();
+    for (name, st) in optimizer {
+        for (tag, v) in [("m", &st.m), ("v", &st.v)] {
+            if !v.is_empty() {
+                let t = Tensor::from_slice(v, v.len(), &Device::Cpu).map_err(std::io::Error::other)?;
+                all.insert(format!("__optimizer.{tag}.{name}"), t);
+            }
+        }
+    }
+    let tmp = dir.join("weights.safetensors.tmp");
+    candle_core::safetensors::save(&all, &tmp).map_err(std::io::Error::other)?;
+    std::fs::rename(&tmp, dir.join("weights.safetensors"))?;
+    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    write_atomic(&dir.join("state.json"), &json)
+}
+
+/// What [`save`] wrote: loop state, weights by `group.name`, optimizer moments by parameter name.
+pub struct Loaded {
+    pub state: LoopState,
+    pub weights: HashMap<String, Tensor>,
+    pub optimizer: Vec<(String, ParamState)>,
+}
+
+/// Reads a checkpoint directory.
+pub fn load(dir: &Path, device: &Device) -> Result<Loaded, String> {
+    let sp = dir.join("state.json");
+    let text = std::fs::read_to_string(&sp).map_err(|e| format!("{}: {e}", sp.display()))?;
+    let state: LoopState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sp.display()))?;
+    let wp = dir.join("weights.safetensors");
+    let all = candle_core::safetensors::load(&wp, device).map_err(|e| format!("{}: {e}", wp.display()))?;
+    let mut weights = HashMap::new();
+    let mut moments: BTreeMap<String, ParamState> = BTreeMap::new();
+    for (k, t) in all {
+        if let Some(rest) = k.strip_prefix("__optimizer.") {
+            let (tag, name) = rest.split_once('.').unwrap_or(("", rest));
+            let v = t.to_vec1::<f32>().map_err(|e| e.to_string())?;
+            let e = moments.entry(name.to_string()).or_default();
+            if tag == "m" {
+                e.m = v;
+            } else {
+                e.v = v;
+            }
+        } else {
+            weights.insert(k, t);
+        }
+    }
+    Ok(Loaded {
+        state,
+        weights,
+        optimizer: moments.into_iter().collect(),
+    })
+}

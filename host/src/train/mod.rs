@@ -1,0 +1,27 @@
+//! The trainer: stages of training with plugin models and losses, evaluation, checkpoints.
+pub mod checkpoint;
+pub mod log;
+pub mod metrics;
+pub mod optim;
+pub mod report;
+mod run;
+pub mod schedule;
+
+pub use run::{resolve_data_dir, Outcome, TrainOptions, Trainer};
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Host(#[from] crate::HostError),
+    #[error("{0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}

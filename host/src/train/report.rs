@@ -1,0 +1,88 @@
+//! The end-of-run report: per model slot, test metrics, size and training time.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::metrics::EvalMetrics;
+
+/// One model's line of the report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelReport {
+    pub plugin: String,
+    pub test_errors: usize,
+    pub accuracy: f64,
+    pub nll: f64,
+    pub ece: f64,
+    pub fidelity: Option<f64>,
+    pub kl_to_teacher: Option<f64>,
+    pub params: usize,
+    pub train_seconds: f64,
+}
+
+impl ModelReport {
+    /// A report line from evaluation metrics.
+    pub fn new(plugin: &str, m: &EvalMetrics, params: usize, train_seconds: f64) -> Self {
+        ModelReport {
+            plugin: plugin.to_string(),
+            test_errors: m.test_errors,
+            accuracy: m.accuracy,
+            nll: m.nll,
+            ece: m.ece,
+            fidelity: m.fidelity,
+            kl_to_teacher: m.kl_to_teacher,
+            params,
+            train_seconds,
+        }
+    }
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub run: String,
+    pub dataset: String,
+    /// Test samples the metrics are over.
+    pub test_samples: usize,
+    /// The slot fidelity and KL are measured against.
+    pub reference: Option<String>,
+    pub wall_seconds: f64,
+    pub models: BTreeMap<String, ModelReport>,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
+}
+
+impl Report {
+    /// The report as an aligned text table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{} on {} ({} test samples, reference: {})\n",
+            self.run,
+            self.dataset,
+            self.test_samples,
+            self.reference.as_deref().unwrap_or("none")
+        );
+        out.push_str(&format!(
+            "{:<10} {:<8} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8} {:>10} {:>9}\n",
+            "model", "plugin", "errors", "accuracy", "nll", "ece", "fidelity", "kl", "params", "train_s"
+        ));
+        for (slot, m) in &self.models {
+            out.push_str(&format!(
+                "{:<10} {:<8} {:>7} {:>8.4} {:>7.4} {:>7.4} {:>8} {:>8} {:>10} {:>9.1}\n",
+                slot,
+                m.plugin,
+                m.test_errors,
+                m.accuracy,
+                m.nll,
+                m.ece,
+                opt(m.fidelity, 4),
+                opt(m.kl_to_teacher, 4),
+                m.params,
+                m.train_seconds
+            ));
+        }
+        out.push_str(&format!("wall time {:.1} s\n", self.wall_seconds));
+        out
+    }
+}

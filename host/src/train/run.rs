@@ -1,0 +1,584 @@
+//! A training run: models and data from the config, stages in order, evaluation, checkpoints,
+//! `metrics.jsonl`, and the final report.
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use candle_core::{DType, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use retort_plugin_api::codes::kind;
+use serde_json::json;
+
+use super::{
+    checkpoint::{self, LoopState},
+    log::JsonLines,
+    metrics::{EvalMetrics, MetricsAccumulator},
+    optim::Optimizer,
+    report::{ModelReport, Report},
+    schedule::{lr_at, weight_factor},
+    TrainError,
+};
+use crate::{
+    config::{LossSection, RunConfig},
+    data::{BatchPlan, Batches, Dataset, DatasetSpec, Split},
+    loader::{search_dirs, Registry},
+    Host, Inputs, LossInstance, ModelInstance,
+};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the run directory's checkpoint.
+    pub resume: bool,
+    /// Stop (leaving a resumable checkpoint) after this many optimizer steps of the run.
+    pub stop_after: Option<u64>,
+    /// Draw progress bars (on a terminal).
+    pub progress: bool,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Finished(Report),
+    /// Stopped by `stop_after` at this global step; resumable.
+    Stopped(u64),
+}
+
+type Result<T> = std::result::Result<T, TrainError>;
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let context = context.into();
+    move |source| TrainError::Io { context, source }
+}
+
+/// A run in progress.
+pub struct Trainer {
+    cfg: RunConfig,
+    run_dir: PathBuf,
+    host: Host,
+    registry: Registry,
+    models: BTreeMap<String, ModelInstance>,
+    train: Arc<Dataset>,
+    eval_split: (Split, Arc<Dataset>),
+    test: Arc<Dataset>,
+    mean_std: (f32, f32),
+    metrics: JsonLines,
+    state: LoopState,
+    opts: TrainOptions,
+    /// Reference logits by split, cleared whenever the reference model trains.
+    reference_cache: HashMap<Split, Vec<f32>>,
+    /// Slots with weights (trained by a finished stage or loaded).
+    ready: Vec<String>,
+    resumed: Option<checkpoint::Loaded>,
+}
+
+/// `data/<name>` found from `dir`, the working directory or the executable's ancestors.
+pub fn resolve_data_dir(name: &str, dir: Option<&Path>) -> Result<PathBuf> {
+    if let Some(d) = dir {
+        return Ok(d.to_path_buf());
+    }
+    let mut tried = vec![PathBuf::from("data").join(name)];
+    if let Ok(exe) = std::env::current_exe() {
+        tried.extend(exe.ancestors().skip(1).take(4).map(|a| a.join("data").join(name)));
+    }
+    tried
+        .iter()
+        .find(|p| p.join("t10k-labels-idx1-ubyte.gz").exists() || p.join("t10k-labels-idx1-ubyte").exists())
+        .cloned()
+        .ok_or_else(|| {
+            TrainError::Other(format!(
+                "dataset `{name}` not found; set data.dir (looked in {})",
+                tried
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+fn device_of(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        s if s.starts_with("cuda") => {
+            let idx = s.strip_prefix("cuda:").and_then(|i| i.parse().ok()).unwrap_or(0);
+            Device::new_cuda(idx).map_err(|e| TrainError::Other(format!("run.device = \"{s}\": {e}")))
+        }
+        other => Err(TrainError::Other(format!(
+            "run.device = \"{other}\": expected \"cpu\" or \"cuda[:N]\""
+        ))),
+    }
+}
+
+fn stage_seed(seed: u64, name: &str) -> u64 {
+    name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl Trainer {
+    /// Prepares a run: run directory, data, plugins and models (or the state of an interrupted
+    /// run when `opts.resume`).
+    pub fn new(cfg: RunConfig, opts: TrainOptions) -> Result<Trainer> {
+        let run_dir = cfg.run.output_dir.join(&cfg.run.name);
+        std::fs::create_dir_all(run_dir.join("models")).map_err(io(run_dir.display().to_string()))?;
+        let ckpt_dir = run_dir.join("checkpoint");
+        let device = device_of(&cfg.run.device)?;
+        let resumed = if opts.resume {
+            Some(checkpoint::load(&ckpt_dir, &device).map_err(|e| TrainError::Other(format!("cannot resume: {e}")))?)
+        } else {
+            for f in ["metrics.jsonl", "report.json"] {
+                let _ = std::fs::remove_file(run_dir.join(f));
+            }
+            let _ = std::fs::remove_dir_all(&ckpt_dir);
+            None
+        };
+        super::log::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes()).map_err(io("config.toml"))?;
+
+        let spec = DatasetSpec {
+            name: cfg.data.dataset.clone(),
+            dir: resolve_data_dir(&cfg.data.dataset, cfg.data.dir.as_deref())?,
+            validation: cfg.data.validation,
+            seed: cfg.run.seed,
+        };
+        let train = Arc::new(Dataset::load(&spec, Split::Train)?);
+        let test = Arc::new(Dataset::load(&spec, Split::Test)?);
+        let eval_split = if cfg.data.validation > 0 {
+            (Split::Validation, Arc::new(Dataset::load(&spec, Split::Validation)?))
+        } else {
+            (Split::Test, test.clone())
+        };
+
+        let registry = Registry::discover(&search_dirs(&cfg.run.plugin_dirs));
+        for p in &registry.problems {
+            tracing::warn!("{p}");
+        }
+        let host = Host::new(device, cfg.run.seed);
+        let mut ready = Vec::new();
+        let mut models = BTreeMap::new();
+        for (slot, m) in &cfg.models {
+            if let Some(ck) = &m.checkpoint {
+                let w = candle_core::safetensors::load(ck, &host.device)
+                    .map_err(|e| TrainError::Other(format!("models.{slot}.checkpoint {}: {e}", ck.display())))?;
+                host.params
+                    .load(slot, w)
+                    .map_err(|e| TrainError::Other(format!("models.{slot}.checkpoint {}: {e}", ck.display())))?;
+                ready.push(slot.clone());
+            }
+            let lib = registry.load(&m.plugin, kind::MODEL)?;
+            let inst = ModelInstance::new(&host, &lib, &m.plugin, slot, &m.params.to_string())?;
+            models.insert(slot.clone(), inst);
+        }
+        let metrics_path = run_dir.join("metrics.jsonl");
+        if let Some(r) = &resumed {
+            JsonLines::truncate_after(&metrics_path, r.state.global_step, r.state.stage_done)
+                .map_err(io("metrics.jsonl"))?;
+        }
+        let metrics = JsonLines::open(&metrics_path).map_err(io("metrics.jsonl"))?;
+        let mut t = Trainer {
+            mean_std: Dataset::mean_std(&cfg.data.dataset),
+            cfg,
+            run_dir,
+            host,
+            registry,
+            models,
+            train,
+            eval_split,
+            test,
+            metrics,
+            state: LoopState::default(),
+            opts,
+            reference_cache: HashMap::new(),
+            ready,
+            resumed: None,
+        };
+        if let Some(r) = resumed {
+            t.restore(r)?;
+        }
+        Ok(t)
+    }
+
+    /// Puts weights, RNG streams and plugin states back from a checkpoint.
+    fn restore(&mut self, r: checkpoint::Loaded) -> Result<()> {
+        let mut groups: HashMap<String, HashMap<String, Tensor>> = HashMap::new();
+        for (k, t) in &r.weights {
+            let (g, n) = k.split_once('.').unwrap_or(("", k));
+            groups
+                .entry(g.to_string())
+                .or_default()
+                .insert(n.to_string(), t.clone());
+        }
+        for (g, w) in groups {
+            self.host.params.load(&g, w).map_err(TrainError::Other)?;
+        }
+        for (slot, m) in self.models.iter_mut() {
+            if let Some((seed, pos)) = r.state.rng.get(slot) {
+                m.ctx().set_rng_state(*seed, *pos);
+            }
+            if let Some(s) = r.state.plugin_states.get(slot) {
+                m.load_state(s)?;
+            }
+        }
+        let done = if r.state.stage_done {
+            r.state.stage + 1
+        } else {
+            r.state.stage
+        };
+        for st in &self.cfg.stages[..done.min(self.cfg.stages.len())] {
+            if !self.ready.contains(&st.train) {
+                self.ready.push(st.train.clone());
+            }
+        }
+        self.state = r.state.clone();
+        self.resumed = Some(r);
+        tracing::info!(step = self.state.global_step, stage = self.state.stage, "resuming");
+        Ok(())
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The host (parameters, device).
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Runs every remaining stage, then the final evaluation.
+    pub fn run(&mut self) -> Result<Outcome> {
+        let wall = Instant::now();
+        let first = if self.state.stage_done {
+            self.state.stage + 1
+        } else {
+            self.state.stage
+        };
+        for i in first..self.cfg.stages.len() {
+            if let Some(step) = self.run_stage(i)? {
+                return Ok(Outcome::Stopped(step));
+            }
+        }
+        let report = self.final_report(wall.elapsed().as_secs_f64())?;
+        let json = serde_json::to_vec_pretty(&report).map_err(|e| TrainError::Other(e.to_string()))?;
+        super::log::write_atomic(&self.run_dir.join("report.json"), &json).map_err(io("report.json"))?;
+        Ok(Outcome::Finished(report))
+    }
+
+    fn loss_role(stage: &str, l: &LossSection) -> String {
+        format!("loss.{stage}.{}", l.term_name())
+    }
+
+    /// Trains stage `i`; `Some(step)` when stopped by `stop_after`.
+    fn run_stage(&mut self, i: usize) -> Result<Option<u64>> {
+        let st = self.cfg.stages[i].clone();
+        let resuming = self
+            .resumed
+            .as_ref()
+            .is_some_and(|r| !r.state.stage_done && r.state.stage == i);
+        if !resuming {
+            self.state.stage = i;
+            self.state.stage_done = false;
+            self.state.epoch = 0;
+            self.state.batch = 0;
+            self.state.stage_step = 0;
+        }
+        if self.cfg.reference_slot() == Some(st.train.as_str()) {
+            self.reference_cache.clear();
+        }
+        let subset = st.subset.unwrap_or(self.cfg.data.subset);
+        let data = Arc::new(self.train.subset(subset, self.cfg.run.seed ^ 0x7a5e_7de7));
+        let plan = BatchPlan {
+            batch_size: self.cfg.data.batch_size,
+            shuffle: self.cfg.data.shuffle,
+            jitter: st.jitter.unwrap_or(self.cfg.data.jitter),
+            mean: self.mean_std.0,
+            std: self.mean_std.1,
+            seed: stage_seed(self.cfg.run.seed, &st.name),
+            drop_last: data.len() >= self.cfg.data.batch_size,
+        };
+        let spe = plan.batches(data.len()).max(1);
+        let total = spe * st.epochs;
+
+        let mut losses = Vec::new();
+        for l in &st.losses {
+            let lib = self.registry.load(&l.plugin, kind::LOSS)?;
+            let role = Self::loss_role(&st.name, l);
+            let mut inst = LossInstance::new(&self.host, &lib, &l.plugin, &role, &l.params.to_string())?;
+            if resuming {
+                if let Some(r) = &self.resumed {
+                    if let Some((seed, pos)) = r.state.rng.get(&role) {
+                        inst.ctx().set_rng_state(*seed, *pos);
+                    }
+                    if let Some(s) = r.state.plugin_states.get(&role) {
+                        inst.load_state(s)?;
+                    }
+                }
+            }
+            losses.push((l.clone(), inst));
+        }
+        let params: Vec<(String, candle_core::Var)> = self
+            .host
+            .params
+            .params(Some(&st.train))
+            .into_iter()
+            .filter(|p| p.trainable)
+            .map(|p| (format!("{}.{}", p.group, p.name), p.var))
+            .collect();
+        let mut opt = Optimizer::new(self.cfg.stage_optimizer(i).clone(), params);
+        if resuming {
+            if let Some(r) = &self.resumed {
+                opt.load_state(&r.optimizer, r.state.stage_step);
+            }
+        }
+        let sched = self.cfg.stage_schedule(i).clone();
+        let base_lr = opt.base_lr();
+        let bar = self.progress_bar(&st.name, total as u64, self.state.stage_step);
+        let log_every = self.cfg.logging.every_steps.max(1) as u64;
+        let ckpt_every = self.cfg.checkpoint.every_steps as u64;
+        let mut window = (Instant::now(), 0u64);
+
+        let start_epoch = self.state.epoch;
+        for epoch in start_epoch..st.epochs {
+            let start_batch = if epoch == start_epoch { self.state.batch } else { 0 };
+            self.state.epoch = epoch;
+            let t0 = Instant::now();
+            for batch in Batches::start(
+                data.clone(),
+                plan.clone(),
+                epoch as u64,
+                start_batch,
+                self.host.device.clone(),
+            ) {
+                let batch = batch?;
+                let step = self.state.stage_step as usize;
+                self.host.taps.clear();
+                let x = &batch.images;
+                let teacher = match &st.teacher {
+                    Some(t) => {
+                        let m = self
+                            .models
+                            .get_mut(t)
+                            .ok_or_else(|| TrainError::Other(format!("no model `{t}`")))?;
+                        Some(
+                            m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?
+                                .detach(),
+                        )
+                    }
+                    None => None,
+                };
+                let student = self
+                    .models
+                    .get_mut(&st.train)
+                    .ok_or_else(|| TrainError::Other("no student".into()))?;
+                let logits = student.forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))?;
+                let mut inputs = Inputs::new()
+                    .tensor("student", &logits)
+                    .tensor("labels", &batch.labels)
+                    .scalar("step", step as f64)
+                    .scalar("epoch", (epoch + 1) as f64)
+                    .scalar("total_steps", total as f64)
+                    .scalar("train", 1.0);
+                if let Some(t) = &teacher {
+                    inputs = inputs.tensor("teacher", t);
+                }
+                let mut terms = serde_json::Map::new();
+                let mut sum: Option<Tensor> = None;
+                for (sec, inst) in losses.iter_mut() {
+                    let v = inst.loss(&inputs)?;
+                    let w = sec.weight * weight_factor(sec.weight_schedule.as_ref(), step, total, epoch + 1);
+                    terms.insert(
+                        sec.term_name().to_string(),
+                        json!(v.to_dtype(DType::F64)?.to_scalar::<f64>()?),
+                    );
+                    let wv = v.affine(w, 0.0)?;
+                    sum = Some(match sum {
+                        Some(s) => (s + wv)?,
+                        None => wv,
+                    });
+                }
+                let loss = sum.ok_or_else(|| TrainError::Other("stage without losses".into()))?;
+                let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let mut grads = loss.backward()?;
+                if st.clip_grad_norm > 0.0 {
+                    opt.clip_grad_norm(&mut grads, st.clip_grad_norm)?;
+                }
+                let lr = lr_at(&sched, base_lr, step, total, spe);
+                opt.step(&grads, lr)?;
+                drop(grads);
+                self.state.stage_step += 1;
+                self.state.global_step += 1;
+                self.state.batch = batch.index + 1;
+                window.1 += 1;
+                bar.inc(1);
+                if self.state.stage_step % log_every == 0 || self.state.stage_step as usize == total {
+                    let sps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+                    window = (Instant::now(), 0);
+                    bar.set_message(format!("loss {loss_v:.4}"));
+                    let rec = json!({
+                        "type": "train", "stage": st.name, "epoch": epoch + 1, "step": self.state.global_step,
+                        "stage_step": self.state.stage_step, "loss": loss_v, "terms": terms, "lr": lr,
+                        "steps_per_s": sps,
+                    });
+                    self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
+                }
+                let stop = self.opts.stop_after.is_some_and(|s| self.state.global_step >= s);
+                if stop || (ckpt_every > 0 && self.state.global_step % ckpt_every == 0) {
+                    self.add_seconds(&st.train, t0.elapsed().as_secs_f64());
+                    self.checkpoint(&losses, &opt)?;
+                    if stop {
+                        bar.abandon();
+                        return Ok(Some(self.state.global_step));
+                    }
+                }
+            }
+            self.add_seconds(&st.train, t0.elapsed().as_secs_f64());
+            if (epoch + 1) % self.cfg.eval.every_epochs.max(1) == 0 || epoch + 1 == st.epochs {
+                let (split, set) = self.eval_split.clone();
+                let m = self.evaluate(&st.train, split, &set)?;
+                let mut rec = serde_json::to_value(&m).map_err(|e| TrainError::Other(e.to_string()))?;
+                if let Some(o) = rec.as_object_mut() {
+                    o.insert("type".into(), json!("eval"));
+                    o.insert("stage".into(), json!(st.name));
+                    o.insert("model".into(), json!(st.train));
+                    o.insert("split".into(), json!(format!("{split:?}").to_lowercase()));
+                    o.insert("epoch".into(), json!(epoch + 1));
+                    o.insert("step".into(), json!(self.state.global_step));
+                }
+                self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
+                tracing::info!(stage = %st.name, epoch = epoch + 1, errors = m.test_errors, "eval");
+            }
+            self.state.batch = 0;
+            self.state.epoch = epoch + 1;
+        }
+        bar.finish_and_clear();
+        self.save_model(&st.train)?;
+        if !self.ready.contains(&st.train) {
+            self.ready.push(st.train.clone());
+        }
+        self.state.stage_done = true;
+        self.checkpoint(&losses, &opt)?;
+        self.resumed = None;
+        Ok(None)
+    }
+
+    fn add_seconds(&mut self, slot: &str, s: f64) {
+        *self.state.train_seconds.entry(slot.to_string()).or_default() += s;
+    }
+
+    fn progress_bar(&self, name: &str, total: u64, pos: u64) -> ProgressBar {
+        if !self.opts.progress || !self.cfg.logging.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total).with_prefix(name.to_string()).with_position(pos);
+        if let Ok(style) = ProgressStyle::with_template("{prefix:>8} {bar:30} {pos}/{len} {msg} {per_sec} eta {eta}") {
+            bar.set_style(style);
+        }
+        bar
+    }
+
+    /// Writes a resumable checkpoint of the whole run.
+    fn checkpoint(&mut self, losses: &[(LossSection, LossInstance)], opt: &Optimizer) -> Result<()> {
+        for (slot, m) in &self.models {
+            self.state.rng.insert(slot.clone(), m.ctx().rng_state());
+            self.state.plugin_states.insert(slot.clone(), m.state()?);
+        }
+        for (_, l) in losses {
+            self.state.rng.insert(l.ctx().role.clone(), l.ctx().rng_state());
+            self.state.plugin_states.insert(l.ctx().role.clone(), l.state()?);
+        }
+        let mut weights = HashMap::new();
+        for p in self.host.params.params(None) {
+            weights.insert(format!("{}.{}", p.group, p.name), p.var.as_tensor().clone());
+        }
+        checkpoint::save(&self.run_dir.join("checkpoint"), &self.state, &weights, &opt.state())
+            .map_err(io("checkpoint"))
+    }
+
+    /// Saves a model slot's weights to `models/<slot>.safetensors`.
+    fn save_model(&self, slot: &str) -> Result<()> {
+        let path = self.run_dir.join("models").join(format!("{slot}.safetensors"));
+        let tmp = path.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&self.host.params.group_tensors(slot), &tmp)?;
+        std::fs::rename(&tmp, &path).map_err(io(path.display().to_string()))
+    }
+
+    /// Logits of `slot` on `set` in evaluation mode, flattened `[n, classes]`.
+    fn logits(&mut self, slot: &str, set: &Arc<Dataset>) -> Result<(Vec<f32>, usize, Vec<u32>)> {
+        let plan = BatchPlan {
+            batch_size: self.cfg.data.eval_batch_size,
+            shuffle: false,
+            jitter: 0,
+            mean: self.mean_std.0,
+            std: self.mean_std.1,
+            seed: 0,
+            drop_last: false,
+        };
+        let model = self
+            .models
+            .get_mut(slot)
+            .ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
+        let (mut out, mut labels, mut classes) = (Vec::new(), Vec::new(), 0);
+        for b in Batches::start(set.clone(), plan, 0, 0, self.host.device.clone()) {
+            let b = b?;
+            let z = model
+                .forward(&Inputs::new().tensor("input", &b.images).scalar("train", 0.0))?
+                .detach();
+            let dims = z.dims().to_vec();
+            if dims.len() != 2 || dims[0] != b.labels.dims()[0] {
+                return Err(TrainError::Other(format!(
+                    "model `{slot}` returned shape {dims:?} for a batch of {}; expected [batch, classes]",
+                    b.labels.dims()[0]
+                )));
+            }
+            classes = dims[1];
+            out.extend(z.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            labels.extend(b.labels.to_vec1::<u32>()?);
+        }
+        Ok((out, classes, labels))
+    }
+
+    /// Metrics of `slot` on `set`, with fidelity and KL against the reference slot when it is ready.
+    pub fn evaluate(&mut self, slot: &str, split: Split, set: &Arc<Dataset>) -> Result<EvalMetrics> {
+        let (logits, classes, labels) = self.logits(slot, set)?;
+        let reference = match self.cfg.reference_slot().map(str::to_string) {
+            Some(r) if r == slot => Some(logits.clone()),
+            Some(r) if self.ready.contains(&r) => {
+                if !self.reference_cache.contains_key(&split) {
+                    let (rl, _, _) = self.logits(&r, set)?;
+                    self.reference_cache.insert(split, rl);
+                }
+                self.reference_cache.get(&split).cloned()
+            }
+            _ => None,
+        };
+        let mut acc = MetricsAccumulator::new(self.cfg.eval.ece_bins, reference.is_some());
+        acc.add(&logits, classes, &labels, reference.as_deref());
+        Ok(acc.finish())
+    }
+
+    /// Evaluates every model slot with weights on the test set.
+    fn final_report(&mut self, wall: f64) -> Result<Report> {
+        let mut models = BTreeMap::new();
+        let test = self.test.clone();
+        for slot in self.ready.clone() {
+            let m = self.evaluate(&slot, Split::Test, &test)?;
+            let plugin = self.cfg.models.get(&slot).map(|m| m.plugin.clone()).unwrap_or_default();
+            let secs = self.state.train_seconds.get(&slot).copied().unwrap_or(0.0);
+            models.insert(
+                slot.clone(),
+                ModelReport::new(&plugin, &m, self.host.params.count(&slot), secs),
+            );
+        }
+        Ok(Report {
+            run: self.cfg.run.name.clone(),
+            dataset: self.cfg.data.dataset.clone(),
+            test_samples: test.len(),
+            reference: self.cfg.reference_slot().map(str::to_string),
+            wall_seconds: wall,
+            models,
+        })
+    }
+}
