@@ -221,3 +221,95 @@ impl RunConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<RunConfig, ConfigError> {
+        load_str(text, FileFormat::Toml, ConfigSource::File("test.toml".into()))
+    }
+
+    const MINIMAL: &str = r#"
+        [run]
+        name = "t"
+        [data]
+        dataset = "mnist"
+        [models.a]
+        plugin = "mlp"
+        [[stages]]
+        name = "s"
+        train = "a"
+        epochs = 1
+        losses = [{ plugin = "cross-entropy" }]
+    "#;
+
+    #[test]
+    fn builtin_default_is_valid() {
+        let cfg = load_str(DEFAULT_CONFIG, FileFormat::Toml, ConfigSource::Builtin).unwrap();
+        assert_eq!(cfg.stages.len(), 3);
+        assert_eq!(cfg.reference_slot(), Some("teacher"));
+        // The rendered TOML parses back to the same config.
+        let again = load(&cfg.to_toml()).unwrap();
+        assert_eq!(again.to_toml(), cfg.to_toml());
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let cfg = load(MINIMAL).unwrap();
+        assert_eq!(cfg.data.batch_size, 128);
+        assert_eq!(cfg.run.threads, 1);
+        assert_eq!(cfg.eval.ece_bins, 15);
+        assert!(matches!(cfg.optimizer, crate::config::OptimizerSection::Adamw { .. }));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_path() {
+        let e = load(&MINIMAL.replace("dataset = \"mnist\"", "dataset = \"mnist\"\nbatch_sise = 3")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("test.toml: "), "{msg}");
+        assert!(msg.contains("batch_sise") && msg.contains("batch_size"), "{msg}");
+        let e = load(&MINIMAL.replace("epochs = 1", "epochs = 1\nteachr = \"a\"")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("stages[0].teachr"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_value_and_expectation() {
+        let e = load(&MINIMAL.replace("epochs = 1", "epochs = \"many\"")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("stages[0].epochs") && msg.contains("many") && msg.contains("integer"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn semantic_checks_name_the_key() {
+        let e = load(&MINIMAL.replace("train = \"a\"", "train = \"b\"")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("stages[0].train"));
+        let e = load(&MINIMAL.replace("epochs = 1", "epochs = 1\nteacher = \"a\"")).unwrap_err();
+        assert!(e.to_string().contains("into itself"), "{e}");
+        let e = load(&MINIMAL.replace("dataset = \"mnist\"", "dataset = \"cifar\"")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("data.dataset"));
+        assert!(e.to_string().contains("cifar"));
+    }
+
+    #[test]
+    fn missing_and_unknown_format_files() {
+        let e = load_file(Path::new("/nonexistent/run.toml")).unwrap_err();
+        assert_eq!(e.to_string(), "/nonexistent/run.toml: no such file");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.ini");
+        std::fs::write(&p, "x").unwrap();
+        assert!(load_file(&p).unwrap_err().to_string().contains("unknown config format"));
+        let p = dir.path().join("run.yaml");
+        std::fs::write(&p, "run:\n  name: y\ndata:\n  dataset: mnist\nmodels: {}\nstages: []\n").unwrap();
+        assert!(load_file(&p).unwrap_err().to_string().contains("at least one stage"));
+        let p = dir.path().join("run.toml");
+        std::fs::write(&p, "[run\nname=").unwrap();
+        assert!(load_file(&p)
+            .unwrap_err()
+            .to_string()
+            .starts_with(&p.display().to_string()));
+    }
+}
