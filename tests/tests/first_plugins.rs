@@ -158,3 +158,28 @@ fn template_plugin_from_the_readme_works() {
     );
     assert!((v - 2.5).abs() < 1e-6, "{v}");
 }
+
+#[test]
+fn cnn_shapes_taps_and_gradients() {
+    let host = Host::cpu(3);
+    let lib = Library::load(&plugin("retort-model-cnn")).unwrap();
+    let cfg = r#"{"channels": [4, 8], "hidden": 16, "dropout": 0.25, "batch_norm": true}"#;
+    let mut m = ModelInstance::new(&host, &lib, "cnn", "student", cfg).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
+    let y = m
+        .forward(&Inputs::new().tensor("input", &x).scalar("train", 1.0))
+        .unwrap();
+    assert_eq!(y.dims(), &[2, 10]);
+    assert_eq!(host.taps.get("student", "conv2").unwrap().dims(), &[2, 8, 7, 7]);
+    let flat = x.reshape((2, 784)).unwrap();
+    let y2 = m
+        .forward(&Inputs::new().tensor("input", &flat).scalar("train", 0.0))
+        .unwrap();
+    assert_eq!(y2.dims(), &[2, 10]);
+    let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    for p in host.params.params(Some("student")).iter().filter(|p| p.trainable) {
+        assert!(grads.get(p.var.as_tensor()).is_some(), "{} gets a gradient", p.name);
+    }
+    let e = ModelInstance::new(&host, &lib, "cnn", "t", r#"{"kernel": 4}"#).unwrap_err();
+    assert!(e.to_string().contains("kernel must be odd"), "{e}");
+}

@@ -1,0 +1,152 @@
+//! `cnn`: a LeNet-style network (LeCun et al. 1998): blocks of 5×5 convolution + ReLU + 2×2 max
+//! pooling, then a hidden fully connected layer with dropout and the class logits. Taps `conv1`,
+//! `conv2`, …, `fc` and `logits`.
+use retort_sdk::{
+    export_plugins,
+    nn::{BatchNorm, Conv2d, Dropout, Linear},
+    Batch, Ctx, Error, ModelPlugin, Plugin, Result, Tensor,
+};
+use serde::{Deserialize, Serialize};
+
+/// Parameters of `cnn`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub in_channels: usize,
+    pub image_size: usize,
+    pub channels: Vec<usize>,
+    pub kernel: usize,
+    pub hidden: usize,
+    pub classes: usize,
+    pub dropout: f64,
+    pub batch_norm: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            in_channels: 1,
+            image_size: 28,
+            channels: vec![32, 64],
+            kernel: 5,
+            hidden: 128,
+            classes: 10,
+            dropout: 0.0,
+            batch_norm: false,
+        }
+    }
+}
+
+struct Block {
+    conv: Conv2d,
+    bn: Option<BatchNorm>,
+}
+
+/// The plugin instance.
+pub struct Cnn {
+    ctx: Ctx,
+    blocks: Vec<Block>,
+    fc: Linear,
+    out: Linear,
+    dropout: Dropout,
+    in_channels: usize,
+}
+
+impl Plugin for Cnn {
+    const NAME: &'static str = "cnn";
+    const SUMMARY: &'static str = "LeNet-style CNN (LeCun et al. 1998): [conv k×k (same padding) → ReLU → \
+        max-pool 2] per entry of `channels`, then fc → ReLU → dropout → logits. Input [B, C, H, W] (or \
+        [B, H·W] for one channel). Taps conv1…convN, fc, logits.";
+    type Config = Config;
+
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("in_channels", "input channels (1 for MNIST)"),
+            ("image_size", "input height and width (square images)"),
+            (
+                "channels",
+                "output channels of each conv block; each block halves the spatial size",
+            ),
+            ("kernel", "odd convolution kernel size (same padding)"),
+            ("hidden", "width of the fully connected hidden layer"),
+            ("classes", "number of output logits"),
+            ("dropout", "dropout probability before the output layer while training"),
+            ("batch_norm", "batch normalisation after each convolution"),
+        ]
+    }
+
+    fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
+        if cfg.kernel % 2 == 0 || cfg.kernel == 0 {
+            return Err(Error::config(format!("cnn: kernel must be odd, got {}", cfg.kernel)));
+        }
+        if !(0.0..1.0).contains(&cfg.dropout) {
+            return Err(Error::config(format!(
+                "cnn: dropout must be in [0, 1), got {}",
+                cfg.dropout
+            )));
+        }
+        let mut size = cfg.image_size;
+        let mut prev = cfg.in_channels;
+        let mut blocks = Vec::new();
+        for (i, &c) in cfg.channels.iter().enumerate() {
+            let conv = Conv2d::new(&ctx, &format!("conv{}", i + 1), prev, c, cfg.kernel, cfg.kernel / 2, 1)?;
+            let bn = if cfg.batch_norm {
+                Some(BatchNorm::new(&ctx, &format!("bn{}", i + 1), c, 1e-5, 0.1)?)
+            } else {
+                None
+            };
+            blocks.push(Block { conv, bn });
+            prev = c;
+            size /= 2;
+            if size == 0 {
+                return Err(Error::config("cnn: too many blocks for the image size"));
+            }
+        }
+        let flat = prev * size * size;
+        Ok(Cnn {
+            fc: Linear::new(&ctx, "fc", flat, cfg.hidden, true)?,
+            out: Linear::new(&ctx, "out", cfg.hidden, cfg.classes, true)?,
+            dropout: Dropout::new(&ctx, cfg.dropout),
+            blocks,
+            ctx,
+            in_channels: cfg.in_channels,
+        })
+    }
+}
+
+impl ModelPlugin for Cnn {
+    fn forward(&mut self, batch: &Batch) -> Result<Tensor> {
+        let train = batch.is_training();
+        let input = batch.tensor("input")?;
+        let mut x = match input.rank() {
+            4 => input,
+            2 => {
+                let (b, n) = (input.dim(0)?, input.dim(1)?);
+                let side = ((n / self.in_channels.max(1)) as f64).sqrt() as usize;
+                input.reshape(&[b, self.in_channels, side, side])?
+            }
+            r => {
+                return Err(Error::invalid(format!(
+                    "cnn: input of rank {r}; expected [B, C, H, W] or [B, H·W]"
+                )))
+            }
+        };
+        for (i, b) in self.blocks.iter().enumerate() {
+            x = b.conv.forward(&x)?;
+            if let Some(bn) = &b.bn {
+                x = bn.forward(&x, train)?;
+            }
+            x = x.relu()?.max_pool2d(2)?;
+            x = self.ctx.tap(&format!("conv{}", i + 1), &x)?;
+        }
+        x = self.fc.forward(&x.flatten_from(1)?)?.relu()?;
+        x = self.ctx.tap("fc", &x)?;
+        x = self.dropout.forward(&x, train)?;
+        let logits = self.out.forward(&x)?;
+        self.ctx.tap("logits", &logits)
+    }
+}
+
+export_plugins! {
+    model: [Cnn],
+}
