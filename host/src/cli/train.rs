@@ -98,8 +98,6 @@ pub fn eval(dir: PathBuf) -> anyhow::Result<ExitCode> {
     let mut cfg = load_file(&dir.join("config.toml")).with_context(|| format!("cannot read run {}", dir.display()))?;
     set_threads(&cfg);
     // Point every slot at its saved weights; run no stage.
-    let mut trained: Vec<String> = cfg.stages.iter().map(|s| s.train.clone()).collect();
-    trained.dedup();
     for (slot, m) in cfg.models.iter_mut() {
         let saved = dir.join("models").join(format!("{slot}.safetensors"));
         if saved.exists() {
@@ -125,6 +123,5 @@ pub fn eval(dir: PathBuf) -> anyhow::Result<ExitCode> {
             .all(|(k, m)| out.models.get(k).is_some_and(|o| o.test_errors == m.test_errors));
         println!("matches report.json: {}", if same { "yes" } else { "NO" });
     }
-    let _ = trained;
     Ok(ExitCode::SUCCESS)
 }

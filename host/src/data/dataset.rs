@@ -143,7 +143,7 @@ impl Dataset {
             )));
         }
         let mut idx: Vec<usize> = (0..train.len()).collect();
-        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5eed_0f_0a1d));
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.seed ^ 0x005e_ed0f_0a1d));
         let (val, tr) = idx.split_at(spec.validation);
         let mut pick = if split == Split::Validation {
             val.to_vec()

@@ -1,0 +1,66 @@
+"""The MNIST MLP distillation step in PyTorch, for comparison with Retort (bench/run.sh).
+
+Teacher 784-1200-1200-10, student 784-800-800-10, batch 128, Adam, tau = 20, teacher forward
+every step, one thread. Prints `torch <steps/s> steps/s`.
+"""
+import gzip
+import os
+import struct
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+TAU = 20.0
+here = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_images(n):
+    with gzip.open(os.path.join(here, "..", "data", "mnist", "train-images-idx3-ubyte.gz")) as f:
+        _, count, rows, cols = struct.unpack(">IIII", f.read(16))
+        raw = f.read(n * rows * cols)
+    x = torch.frombuffer(bytearray(raw), dtype=torch.uint8).float().view(n, rows * cols) / 255.0
+    return (x - 0.1307) / 0.3081
+
+
+def mlp(dims):
+    layers = []
+    for i in range(len(dims) - 1):
+        layers.append(torch.nn.Linear(dims[i], dims[i + 1]))
+        if i + 2 < len(dims):
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def main():
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    x_all = load_images(128 * 20)
+    batches = [x_all[i * 128:(i + 1) * 128] for i in range(20)]
+    teacher, student = mlp([784, 1200, 1200, 10]), mlp([784, 800, 800, 10])
+    teacher.eval()
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+
+    def step(i):
+        x = batches[i % len(batches)]
+        with torch.no_grad():
+            zt = teacher(x)
+        zs = student(x)
+        loss = F.kl_div(F.log_softmax(zs / TAU, -1), F.log_softmax(zt / TAU, -1), log_target=True,
+                        reduction="batchmean") * TAU * TAU
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for i in range(3):
+        step(i)
+    t = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    print(f"torch {steps / (time.perf_counter() - t):.2f} steps/s")
+
+
+if __name__ == "__main__":
+    main()
