@@ -24,12 +24,6 @@ pub fn exe_dir() -> std::path::PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-        .map(|d| {
-            if d.ends_with("deps") {
-                d.parent().map(|p| p.to_path_buf()).unwrap_or(d)
-            } else {
-                d
-            }
-        })
+        .map(|d| if d.ends_with("deps") { d.parent().map(|p| p.to_path_buf()).unwrap_or(d) } else { d })
         .unwrap_or_default()
 }

@@ -8,18 +8,9 @@ pub enum HostError {
     #[error("plugin library {path} is incompatible: {summary}")]
     Incompatible { path: PathBuf, summary: String },
     #[error("{kind} plugin `{plugin}`: {message}")]
-    Plugin {
-        plugin: String,
-        kind: &'static str,
-        code: u32,
-        message: String,
-    },
+    Plugin { plugin: String, kind: &'static str, code: u32, message: String },
     #[error("no {kind} plugin named `{name}` (known: {known})")]
-    NotFound {
-        kind: &'static str,
-        name: String,
-        known: String,
-    },
+    NotFound { kind: &'static str, name: String, known: String },
     #[error("{0}")]
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]

@@ -44,23 +44,11 @@ impl Inputs {
             .tensors
             .iter()
             .zip(&raws)
-            .map(|((n, _), &r)| NamedTensor {
-                name: RStr::from_str(n),
-                tensor: r,
-            })
+            .map(|((n, _), &r)| NamedTensor { name: RStr::from_str(n), tensor: r })
             .collect();
-        let scalars: Vec<NamedScalar<'_>> = self
-            .scalars
-            .iter()
-            .map(|(n, v)| NamedScalar {
-                name: RStr::from_str(n),
-                value: *v,
-            })
-            .collect();
-        let out = f(Batch {
-            tensors: RSlice::from_slice(&named),
-            scalars: RSlice::from_slice(&scalars),
-        });
+        let scalars: Vec<NamedScalar<'_>> =
+            self.scalars.iter().map(|(n, v)| NamedScalar { name: RStr::from_str(n), value: *v }).collect();
+        let out = f(Batch { tensors: RSlice::from_slice(&named), scalars: RSlice::from_slice(&scalars) });
         for r in raws {
             // SAFETY: we made these handles above and own them.
             unsafe { crate::backend::handle_release(r) };
@@ -179,18 +167,10 @@ impl LossInstance {
     pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
         let meta = lib.meta(name, kind::LOSS)?;
         let ctx = host.ctx(role, name);
-        let ph = PluginHost {
-            api: host_api(),
-            ctx: ctx.raw(),
-        };
+        let ph = PluginHost { api: host_api(), ctx: ctx.raw() };
         let r = (lib.module().new_loss())(ph, RStr::from_str(name), RStr::from_str(config));
         match r {
-            RResult::ROk(obj) => Ok(Instance {
-                obj,
-                ctx,
-                lib: lib.clone(),
-                meta,
-            }),
+            RResult::ROk(obj) => Ok(Instance { obj, ctx, lib: lib.clone(), meta }),
             RResult::RErr(e) => Err(plugin_error(name, kind::LOSS, e)),
         }
     }
@@ -200,17 +180,13 @@ impl LossInstance {
         let r = inputs.with_batch(|b| self.obj.loss(b));
         let t = self.take_tensor(r)?;
         if t.elem_count() != 1 {
-            return Err(self.fail(ApiError::new(
-                code::INVALID,
-                format!("returned shape {:?}, expected a scalar", t.dims()),
-            )));
+            return Err(
+                self.fail(ApiError::new(code::INVALID, format!("returned shape {:?}, expected a scalar", t.dims())))
+            );
         }
         let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0];
         if !v.is_finite() {
-            return Err(self.fail(ApiError::new(
-                code::INVALID,
-                format!("returned a non-finite loss ({v})"),
-            )));
+            return Err(self.fail(ApiError::new(code::INVALID, format!("returned a non-finite loss ({v})"))));
         }
         Ok(t.reshape(())?)
     }
@@ -221,18 +197,10 @@ impl ModelInstance {
     pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
         let meta = lib.meta(name, kind::MODEL)?;
         let ctx = host.ctx(role, name);
-        let ph = PluginHost {
-            api: host_api(),
-            ctx: ctx.raw(),
-        };
+        let ph = PluginHost { api: host_api(), ctx: ctx.raw() };
         let r = (lib.module().new_model())(ph, RStr::from_str(name), RStr::from_str(config));
         match r {
-            RResult::ROk(obj) => Ok(Instance {
-                obj,
-                ctx,
-                lib: lib.clone(),
-                meta,
-            }),
+            RResult::ROk(obj) => Ok(Instance { obj, ctx, lib: lib.clone(), meta }),
             RResult::RErr(e) => Err(plugin_error(name, kind::MODEL, e)),
         }
     }

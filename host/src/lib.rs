@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod hot;
 pub mod instance;
 pub mod loader;
 pub mod train;

@@ -12,24 +12,14 @@ fn reads_real_mnist_and_fashion_mnist() {
     let labels = read_idx(&data("mnist/train-labels-idx1-ubyte.gz")).unwrap();
     assert_eq!(labels.dims, vec![60000]);
     assert_eq!(&labels.data[..10], &[5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
-    let spec = DatasetSpec {
-        name: "mnist".into(),
-        dir: data("mnist"),
-        validation: 5000,
-        seed: 1,
-    };
+    let spec = DatasetSpec { name: "mnist".into(), dir: data("mnist"), validation: 5000, seed: 1 };
     let test = Dataset::load(&spec, Split::Test).unwrap();
     assert_eq!((test.len(), test.height, test.width, test.classes), (10000, 28, 28, 10));
     assert_eq!(&test.labels[..10], &[7, 2, 1, 0, 4, 1, 4, 9, 5, 9]);
     let train = Dataset::load(&spec, Split::Train).unwrap();
     let val = Dataset::load(&spec, Split::Validation).unwrap();
     assert_eq!((train.len(), val.len()), (55000, 5000));
-    let fashion = DatasetSpec {
-        name: "fashion-mnist".into(),
-        dir: data("fashion-mnist"),
-        validation: 0,
-        seed: 1,
-    };
+    let fashion = DatasetSpec { name: "fashion-mnist".into(), dir: data("fashion-mnist"), validation: 0, seed: 1 };
     let f = Dataset::load(&fashion, Split::Test).unwrap();
     assert_eq!((f.len(), f.classes), (10000, 10));
     assert_ne!(&f.labels[..10], &test.labels[..10]);
@@ -59,10 +49,7 @@ fn truncated_and_corrupt_files_are_reported() {
     enc.write_all(&raw[..raw.len() - 10]).unwrap();
     enc.finish().unwrap();
     let e = read_idx(&p).unwrap_err().to_string();
-    assert!(
-        e.contains("truncated") && e.contains("10000") && e.contains("9990"),
-        "{e}"
-    );
+    assert!(e.contains("truncated") && e.contains("10000") && e.contains("9990"), "{e}");
     // Raw (not gzipped) corrupt magic.
     let p = dir.path().join("bad-idx1-ubyte");
     let mut bad = raw.clone();
@@ -75,22 +62,9 @@ fn truncated_and_corrupt_files_are_reported() {
     // Images and labels that disagree on the count.
     let d = dir.path().join("mismatch");
     std::fs::create_dir(&d).unwrap();
-    std::fs::copy(
-        data("mnist/t10k-images-idx3-ubyte.gz"),
-        d.join("t10k-images-idx3-ubyte.gz"),
-    )
-    .unwrap();
-    std::fs::copy(
-        data("mnist/train-labels-idx1-ubyte.gz"),
-        d.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap();
-    let spec = DatasetSpec {
-        name: "mnist".into(),
-        dir: d,
-        validation: 0,
-        seed: 0,
-    };
+    std::fs::copy(data("mnist/t10k-images-idx3-ubyte.gz"), d.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    std::fs::copy(data("mnist/train-labels-idx1-ubyte.gz"), d.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let spec = DatasetSpec { name: "mnist".into(), dir: d, validation: 0, seed: 0 };
     let e = Dataset::load(&spec, Split::Test).unwrap_err().to_string();
     assert!(e.contains("10000 images but 60000 labels"), "{e}");
 }

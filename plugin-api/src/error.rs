@@ -16,10 +16,7 @@ impl ApiError {
     /// Builds an error from a code and a message.
     #[allow(clippy::useless_conversion)]
     pub fn new(code: u32, message: impl Into<String>) -> Self {
-        ApiError {
-            code: code.into(),
-            message: RString::from(message.into()),
-        }
+        ApiError { code: code.into(), message: RString::from(message.into()) }
     }
 
     /// The error code as a `u32`, whatever the layout feature.

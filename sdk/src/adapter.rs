@@ -24,11 +24,7 @@ pub fn describe<P: Plugin>(kind_code: u32, version: &str) -> PluginDescription {
             .into_iter()
             .map(|(name, v)| {
                 let doc = docs.iter().find(|(n, _)| *n == name).map(|(_, d)| *d).unwrap_or("");
-                ParamSpec {
-                    name: RString::from(name),
-                    default_json: RString::from(v.to_string()),
-                    doc: doc.into(),
-                }
+                ParamSpec { name: RString::from(name), default_json: RString::from(v.to_string()), doc: doc.into() }
             })
             .collect(),
         _ => RVec::new(),
@@ -49,10 +45,7 @@ pub fn parse_config<P: Plugin>(config: &str) -> Result<P::Config> {
 }
 
 fn not_found(kind_code: u32, name: &str) -> ApiError {
-    ApiError::new(
-        code::NOT_FOUND,
-        format!("this library has no {} plugin named `{name}`", kind::name(kind_code)),
-    )
+    ApiError::new(code::NOT_FOUND, format!("this library has no {} plugin named `{name}`", kind::name(kind_code)))
 }
 
 /// The error for a constructor call naming a plugin the library does not have.
@@ -70,11 +63,7 @@ pub struct Adapter<P> {
 fn build<P: Plugin>(host: PluginHost, config: &str, version: &'static str) -> Result<Adapter<P>> {
     let cfg = parse_config::<P>(config)?;
     let inner = P::new(Ctx::new(host), cfg)?;
-    Ok(Adapter {
-        inner,
-        api: host.api,
-        version,
-    })
+    Ok(Adapter { inner, api: host.api, version })
 }
 
 fn state_of<P: Plugin>(p: &P) -> RResult<RVec<u8>, ApiError> {

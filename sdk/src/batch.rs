@@ -29,17 +29,12 @@ impl<'a> Batch<'a> {
 
     /// The tensor named `name`, or an error naming the missing input.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
-        self.get(name)
-            .ok_or_else(|| Error::new(code::MISSING_INPUT, format!("missing batch input `{name}`")))
+        self.get(name).ok_or_else(|| Error::new(code::MISSING_INPUT, format!("missing batch input `{name}`")))
     }
 
     /// The number named `name`, if present.
     pub fn scalar(&self, name: &str) -> Option<f64> {
-        self.raw
-            .scalars
-            .iter()
-            .find(|s| s.name.as_str() == name)
-            .map(|s| s.value)
+        self.raw.scalars.iter().find(|s| s.name.as_str() == name).map(|s| s.value)
     }
 
     /// Whether the host is training (dropout on, batch statistics used).

@@ -44,22 +44,14 @@ impl Ctx {
         let s = shape_arg(shape);
         wrap(
             self.api(),
-            (self.api().from_bytes())(
-                self.raw(),
-                RSlice::from_slice(&bytes),
-                T::DTYPE.code(),
-                RSlice::from_slice(&s),
-            ),
+            (self.api().from_bytes())(self.raw(), RSlice::from_slice(&bytes), T::DTYPE.code(), RSlice::from_slice(&s)),
         )
     }
 
     /// Every element `value`.
     pub fn full(&self, shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
         let s = shape_arg(shape);
-        wrap(
-            self.api(),
-            (self.api().full())(self.raw(), RSlice::from_slice(&s), value, dtype.code()),
-        )
+        wrap(self.api(), (self.api().full())(self.raw(), RSlice::from_slice(&s), value, dtype.code()))
     }
 
     /// f32 zeros.
@@ -74,18 +66,12 @@ impl Ctx {
 
     /// `start, start + step, …` below `end`.
     pub fn arange(&self, start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
-        wrap(
-            self.api(),
-            (self.api().arange())(self.raw(), start, end, step, dtype.code()),
-        )
+        wrap(self.api(), (self.api().arange())(self.raw(), start, end, step, dtype.code()))
     }
 
     fn sample(&self, code: u32, a: f64, b: f64, shape: &[usize]) -> Result<Tensor> {
         let s = shape_arg(shape);
-        wrap(
-            self.api(),
-            (self.api().rand())(self.raw(), code, a, b, RSlice::from_slice(&s), DType::F32.code()),
-        )
+        wrap(self.api(), (self.api().rand())(self.raw(), code, a, b, RSlice::from_slice(&s), DType::F32.code()))
     }
 
     /// U(lo, hi) samples from this instance's seeded stream.
@@ -115,16 +101,7 @@ impl Ctx {
 
     fn var_impl(&self, name: &str, shape: &[usize], init: InitSpec, trainable: bool) -> Result<Tensor> {
         let s = shape_arg(shape);
-        wrap(
-            self.api(),
-            (self.api().var())(
-                self.raw(),
-                RStr::from_str(name),
-                RSlice::from_slice(&s),
-                init,
-                trainable,
-            ),
-        )
+        wrap(self.api(), (self.api().var())(self.raw(), RStr::from_str(name), RSlice::from_slice(&s), init, trainable))
     }
 
     /// Overwrites a parameter or buffer of this instance in place.
@@ -144,8 +121,7 @@ impl Ctx {
         let f = self.api().feature().ok_or_else(|| Error::missing_function("feature"))?;
         let r = f(self.raw(), RStr::from_str(role), RStr::from_str(name)).into_result()?;
         // SAFETY: the host returns an owned (+1) handle.
-        Ok(r.into_option()
-            .map(|raw| unsafe { Tensor::from_raw_owned(raw, self.api()) }))
+        Ok(r.into_option().map(|raw| unsafe { Tensor::from_raw_owned(raw, self.api()) }))
     }
 
     /// Logs a metric for this step under the plugin's name.
@@ -176,27 +152,15 @@ pub mod init {
 
     /// Every element `v`.
     pub fn constant(v: f64) -> InitSpec {
-        InitSpec {
-            dist: dist::CONSTANT,
-            a: v,
-            b: 0.0,
-        }
+        InitSpec { dist: dist::CONSTANT, a: v, b: 0.0 }
     }
     /// U(lo, hi).
     pub fn uniform(lo: f64, hi: f64) -> InitSpec {
-        InitSpec {
-            dist: dist::UNIFORM,
-            a: lo,
-            b: hi,
-        }
+        InitSpec { dist: dist::UNIFORM, a: lo, b: hi }
     }
     /// N(mean, std²).
     pub fn normal(mean: f64, std: f64) -> InitSpec {
-        InitSpec {
-            dist: dist::NORMAL,
-            a: mean,
-            b: std,
-        }
+        InitSpec { dist: dist::NORMAL, a: mean, b: std }
     }
     /// PyTorch's default for Linear/Conv weights and biases: U(±1/√fan_in).
     pub fn fan_in_uniform(fan_in: usize) -> InitSpec {

@@ -15,10 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error with an explicit code.
     pub fn new(code: u32, message: impl Into<String>) -> Self {
-        Error {
-            code,
-            message: message.into(),
-        }
+        Error { code, message: message.into() }
     }
     /// A bad argument or shape.
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -43,10 +40,7 @@ impl Error {
 
 impl From<ApiError> for Error {
     fn from(e: ApiError) -> Self {
-        Error {
-            code: e.code(),
-            message: e.message.into_string(),
-        }
+        Error { code: e.code(), message: e.message.into_string() }
     }
 }
 

@@ -7,11 +7,7 @@ use crate::{DType, Result, Tensor};
 
 /// Flattens `[B, C]` or `[B, L, C]` logits to `[N, C]` f32.
 pub fn rows(logits: &Tensor) -> Result<Tensor> {
-    let x = if logits.rank() > 2 {
-        logits.flatten(0, -2)?
-    } else {
-        logits.clone()
-    };
+    let x = if logits.rank() > 2 { logits.flatten(0, -2)? } else { logits.clone() };
     if x.dtype()? == DType::F32 {
         Ok(x)
     } else {

@@ -12,10 +12,7 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T>) -> RResult<T, ApiError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e.into()),
-        Err(payload) => RResult::RErr(ApiError::new(
-            code::PANIC,
-            format!("panicked: {}", panic_message(&*payload)),
-        )),
+        Err(payload) => RResult::RErr(ApiError::new(code::PANIC, format!("panicked: {}", panic_message(&*payload)))),
     }
 }
 

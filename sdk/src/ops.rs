@@ -229,11 +229,7 @@ impl Tensor {
     fn index_op(&self, op: u32, others: &[&Tensor], args: &[i64]) -> Result<Tensor> {
         let mut raws = vec![self.raw()];
         raws.extend(others.iter().map(|t| t.raw()));
-        self.wrap((self.api().index())(
-            op,
-            RSlice::from_slice(&raws),
-            RSlice::from_slice(args),
-        ))
+        self.wrap((self.api().index())(op, RSlice::from_slice(&raws), RSlice::from_slice(args)))
     }
     /// Rows (entries of `dim`) picked by a 1-D index tensor.
     pub fn index_select(&self, indices: &Tensor, dim: impl Dim) -> Result<Tensor> {
@@ -267,11 +263,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let args = [padding as i64, stride as i64, dilation as i64, groups as i64];
         let raws = [self.raw(), kernel.raw()];
-        self.wrap((self.api().nn())(
-            nn::CONV2D,
-            RSlice::from_slice(&raws),
-            RSlice::from_slice(&args),
-        ))
+        self.wrap((self.api().nn())(nn::CONV2D, RSlice::from_slice(&raws), RSlice::from_slice(&args)))
     }
     /// Max pooling with a square window and the given stride.
     pub fn max_pool2d_with_stride(&self, kernel: usize, stride: usize) -> Result<Tensor> {
@@ -292,11 +284,7 @@ impl Tensor {
     fn pool(&self, op: u32, k: usize, st: usize) -> Result<Tensor> {
         let args = [k as i64, k as i64, st as i64, st as i64];
         let raws = [self.raw()];
-        self.wrap((self.api().nn())(
-            op,
-            RSlice::from_slice(&raws),
-            RSlice::from_slice(&args),
-        ))
+        self.wrap((self.api().nn())(op, RSlice::from_slice(&raws), RSlice::from_slice(&args)))
     }
 
     /// The same values, cut from the autograd graph (stop-gradient).

@@ -111,10 +111,7 @@ impl Tensor {
     /// # Safety
     /// `raw` must be a live handle for the duration of this call.
     pub unsafe fn from_raw_borrowed(raw: RawTensor, api: HostApiRef) -> Self {
-        Tensor {
-            raw: (api.retain())(raw),
-            api,
-        }
+        Tensor { raw: (api.retain())(raw), api }
     }
 
     /// The handle, still owned by `self`.
@@ -202,9 +199,7 @@ impl Tensor {
     pub fn to_vec2<T: Element>(&self) -> Result<Vec<Vec<T>>> {
         let dims = self.dims();
         if dims.len() != 2 {
-            return Err(Error::invalid(format!(
-                "to_vec2 needs a 2-D tensor, got shape {dims:?}"
-            )));
+            return Err(Error::invalid(format!("to_vec2 needs a 2-D tensor, got shape {dims:?}")));
         }
         let flat = T::read_vec(self)?;
         Ok(flat.chunks(dims[1].max(1)).map(<[T]>::to_vec).collect())
@@ -218,10 +213,7 @@ impl Tensor {
 
 impl Clone for Tensor {
     fn clone(&self) -> Self {
-        Tensor {
-            raw: (self.api.retain())(self.raw),
-            api: self.api,
-        }
+        Tensor { raw: (self.api.retain())(self.raw), api: self.api }
     }
 }
 

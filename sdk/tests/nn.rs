@@ -15,34 +15,12 @@ fn linear_matches_candle_and_registers_parameters() {
     let x = h.ctx.randn(0.0, 1.0, &[5, 4]).unwrap();
     let y = lin.forward(&x).unwrap();
     let params = h.host.params.params(Some("test"));
-    let w = params
-        .iter()
-        .find(|p| p.name == "fc.weight")
-        .unwrap()
-        .var
-        .as_tensor()
-        .clone();
-    let b = params
-        .iter()
-        .find(|p| p.name == "fc.bias")
-        .unwrap()
-        .var
-        .as_tensor()
-        .clone();
+    let w = params.iter().find(|p| p.name == "fc.weight").unwrap().var.as_tensor().clone();
+    let b = params.iter().find(|p| p.name == "fc.bias").unwrap().var.as_tensor().clone();
     let want = candle(&x).matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
-    close(
-        &vec(&y.flatten_all().unwrap()),
-        &want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        1e-6,
-    );
+    close(&vec(&y.flatten_all().unwrap()), &want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), 1e-6);
     let bound = 0.5; // 1/sqrt(4)
-    assert!(w
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .all(|v| v.abs() <= bound));
+    assert!(w.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.abs() <= bound));
     assert_eq!(h.host.params.count("test"), 15);
 }
 
@@ -61,18 +39,11 @@ fn batchnorm_train_and_eval() {
     assert!(!rm.trainable);
     close(&rm.var.as_tensor().to_vec1::<f32>().unwrap(), &[0.3, 2.0], 1e-5);
     let rv = params.iter().find(|p| p.name == "bn.running_var").unwrap();
-    close(
-        &rv.var.as_tensor().to_vec1::<f32>().unwrap(),
-        &[0.9 + 0.1 * 4.0, 0.9 + 0.1 * 100.0],
-        1e-4,
-    );
+    close(&rv.var.as_tensor().to_vec1::<f32>().unwrap(), &[0.9 + 0.1 * 4.0, 0.9 + 0.1 * 100.0], 1e-4);
     // Eval uses the running statistics.
     let e = bn.forward(&x, false).unwrap().to_vec2::<f32>().unwrap();
     assert!(((e[0][0]) - (1.0 - 0.3) / (1.3f32 + 1e-5).sqrt()).abs() < 1e-4);
-    assert!(
-        bn.forward(&h.ctx.ones(&[2, 3]).unwrap(), true).is_err(),
-        "wrong channel count"
-    );
+    assert!(bn.forward(&h.ctx.ones(&[2, 3]).unwrap(), true).is_err(), "wrong channel count");
 }
 
 #[test]
@@ -80,11 +51,7 @@ fn layernorm_conv_embedding() {
     let h = host(3);
     let ln = LayerNorm::new(&h.ctx, "ln", 4, 1e-5).unwrap();
     let x = h.ctx.tensor(&[1f32, 2.0, 3.0, 4.0], &[1, 4]).unwrap();
-    close(
-        &vec(&ln.forward(&x).unwrap().flatten_all().unwrap()),
-        &[-1.3416, -0.4472, 0.4472, 1.3416],
-        1e-3,
-    );
+    close(&vec(&ln.forward(&x).unwrap().flatten_all().unwrap()), &[-1.3416, -0.4472, 0.4472, 1.3416], 1e-3);
 
     let conv = Conv2d::new(&h.ctx, "conv", 1, 2, 3, 1, 1).unwrap();
     let img = h.ctx.randn(0.0, 1.0, &[2, 1, 5, 5]).unwrap();

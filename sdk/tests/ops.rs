@@ -13,26 +13,13 @@ fn creation_queries_and_casts() {
     assert_eq!(x.dtype().unwrap(), DType::F32);
     assert_eq!(x.dim(-1).unwrap(), 3);
     assert!(x.dim(5).is_err());
-    assert_eq!(
-        x.to_vec2::<f32>().unwrap(),
-        vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]
-    );
+    assert_eq!(x.to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
     let i = h.ctx.tensor(&[3i64, -1], &[2]).unwrap();
     assert_eq!(i.to_vec1::<i64>().unwrap(), vec![3, -1]);
-    assert_eq!(
-        h.ctx
-            .arange(0.0, 5.0, 2.0, DType::I64)
-            .unwrap()
-            .to_vec1::<i64>()
-            .unwrap(),
-        vec![0, 2, 4]
-    );
+    assert_eq!(h.ctx.arange(0.0, 5.0, 2.0, DType::I64).unwrap().to_vec1::<i64>().unwrap(), vec![0, 2, 4]);
     assert_eq!(vec(&h.ctx.full(&[2], 7.5, DType::F32).unwrap()), vec![7.5, 7.5]);
     assert_eq!(x.to_dtype(DType::I64).unwrap().dtype().unwrap(), DType::I64);
-    assert!(
-        h.ctx.tensor(&[1f32, 2.0], &[3]).is_err(),
-        "length/shape mismatch is an error"
-    );
+    assert!(h.ctx.tensor(&[1f32, 2.0], &[3]).is_err(), "length/shape mismatch is an error");
 }
 
 #[test]
@@ -42,11 +29,7 @@ fn unary_binary_scalar() {
     close(&vec(&x.relu().unwrap()), &[0.0, 0.0, 2.0], 0.0);
     close(&vec(&x.abs().unwrap()), &[1.0, 0.0, 2.0], 0.0);
     close(&vec(&x.sigmoid().unwrap()), &[0.26894142, 0.5, 0.880797], 1e-6);
-    close(
-        &vec(&x.softplus().unwrap()),
-        &[0.31326169, 0.69314718, 2.12692801],
-        1e-6,
-    );
+    close(&vec(&x.softplus().unwrap()), &[0.31326169, 0.69314718, 2.12692801], 1e-6);
     close(&vec(&x.sign().unwrap()), &[-1.0, 0.0, 1.0], 0.0);
     close(&vec(&x.affine(2.0, 1.0).unwrap()), &[-1.0, 1.0, 5.0], 0.0);
     close(&vec(&x.clamp(-0.5, 1.0).unwrap()), &[-0.5, 0.0, 1.0], 0.0);
@@ -85,31 +68,15 @@ fn reductions_and_softmax() {
 #[test]
 fn layout_ops() {
     let h = host(0);
-    let x = h
-        .ctx
-        .arange(0.0, 24.0, 1.0, DType::F32)
-        .unwrap()
-        .reshape(&[2, 3, 4])
-        .unwrap();
+    let x = h.ctx.arange(0.0, 24.0, 1.0, DType::F32).unwrap().reshape(&[2, 3, 4]).unwrap();
     assert_eq!(x.reshape_infer(&[-1, 4]).unwrap().dims(), vec![6, 4]);
     assert_eq!(x.transpose(0, 2).unwrap().dims(), vec![4, 3, 2]);
     assert_eq!(x.permute([2, 0, 1]).unwrap().dims(), vec![4, 2, 3]);
-    close(
-        &vec(&x.narrow(2, 1, 2).unwrap().flatten_all().unwrap()).as_slice()[..4],
-        &[1.0, 2.0, 5.0, 6.0],
-        0.0,
-    );
+    close(&vec(&x.narrow(2, 1, 2).unwrap().flatten_all().unwrap()).as_slice()[..4], &[1.0, 2.0, 5.0, 6.0], 0.0);
     assert_eq!(x.unsqueeze(-1).unwrap().dims(), vec![2, 3, 4, 1]);
     assert_eq!(x.unsqueeze(0).unwrap().squeeze(0).unwrap().dims(), vec![2, 3, 4]);
     assert_eq!(x.flatten_from(1).unwrap().dims(), vec![2, 12]);
-    let r = h
-        .ctx
-        .tensor(&[1f32, 2.0], &[2, 1])
-        .unwrap()
-        .broadcast_as(&[2, 3])
-        .unwrap()
-        .contiguous()
-        .unwrap();
+    let r = h.ctx.tensor(&[1f32, 2.0], &[2, 1]).unwrap().broadcast_as(&[2, 3]).unwrap().contiguous().unwrap();
     close(&vec(&r), &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], 0.0);
     let a = h.ctx.ones(&[2, 2]).unwrap();
     assert_eq!(Tensor::cat(&[&a, &a], 0).unwrap().dims(), vec![4, 2]);
@@ -129,17 +96,9 @@ fn index_ops() {
     close(&vec(&x.gather(&g, 1).unwrap()), &[3.0, 5.0], 0.0);
     let z = h.ctx.zeros(&[2, 3]).unwrap();
     let src = h.ctx.ones(&[2, 1]).unwrap();
-    close(
-        &vec(&z.scatter_add(&g, &src, 1).unwrap()),
-        &[0.0, 0.0, 1.0, 0.0, 1.0, 0.0],
-        0.0,
-    );
+    close(&vec(&z.scatter_add(&g, &src, 1).unwrap()), &[0.0, 0.0, 1.0, 0.0, 1.0, 0.0], 0.0);
     let mask = h.ctx.tensor(&[1u8, 0, 1], &[3]).unwrap();
-    close(
-        &vec(&mask.where_cond(&x, &z).unwrap()),
-        &[1.0, 0.0, 3.0, 4.0, 0.0, 6.0],
-        0.0,
-    );
+    close(&vec(&mask.where_cond(&x, &z).unwrap()), &[1.0, 0.0, 3.0, 4.0, 0.0, 6.0], 0.0);
     let oh = h.ctx.tensor(&[0i64, 2], &[2]).unwrap().one_hot(3).unwrap();
     close(&vec(&oh), &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0], 0.0);
 }
@@ -147,12 +106,7 @@ fn index_ops() {
 #[test]
 fn conv_pool_dropout_and_rng() {
     let h = host(7);
-    let x = h
-        .ctx
-        .arange(0.0, 16.0, 1.0, DType::F32)
-        .unwrap()
-        .reshape(&[1, 1, 4, 4])
-        .unwrap();
+    let x = h.ctx.arange(0.0, 16.0, 1.0, DType::F32).unwrap().reshape(&[1, 1, 4, 4]).unwrap();
     let k = h.ctx.ones(&[1, 1, 2, 2]).unwrap();
     let y = x.conv2d(&k, 0, 2, 1, 1).unwrap();
     close(&vec(&y), &[10.0, 18.0, 42.0, 50.0], 0.0);
@@ -162,10 +116,7 @@ fn conv_pool_dropout_and_rng() {
     let d = h.ctx.dropout(&ones, 0.5, true).unwrap();
     let kept = vec(&d).iter().filter(|&&v| v > 0.0).count();
     assert!((400..600).contains(&kept), "kept {kept} of 1000");
-    assert!(
-        vec(&d).iter().all(|&v| v == 0.0 || v == 2.0),
-        "inverted dropout scales by 1/(1-p)"
-    );
+    assert!(vec(&d).iter().all(|&v| v == 0.0 || v == 2.0), "inverted dropout scales by 1/(1-p)");
     assert_eq!(vec(&h.ctx.dropout(&ones, 0.5, false).unwrap()), vec![1.0; 1000]);
     // Same seed and role: same stream.
     let a = vec(&host(7).ctx.randn(0.0, 1.0, &[5]).unwrap());

@@ -8,17 +8,12 @@ use std::{
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// The target directory cargo builds into.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
 }
 
 fn profile_dir() -> &'static str {
@@ -37,11 +32,7 @@ fn cargo(args: &[&str]) {
         cmd.arg("--release");
     }
     let out = cmd.output().expect("cannot run cargo");
-    assert!(
-        out.status.success(),
-        "cargo {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cargo {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Builds the workspace (once per test process), returning the directory that holds the
@@ -64,11 +55,7 @@ pub fn plugin(package: &str) -> PathBuf {
 
 fn lib_path(dir: &Path, package: &str) -> PathBuf {
     let stem = package.replace('-', "_");
-    dir.join(format!(
-        "{}{stem}.{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_EXTENSION
-    ))
+    dir.join(format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION))
 }
 
 /// The `retort` executable.
@@ -84,20 +71,8 @@ pub fn fixture_dir(package: &str) -> PathBuf {
     let target = target_dir().join("fixtures");
     if !done.iter().any(|p| p == package) {
         let manifest = workspace().join("tests/fixtures/Cargo.toml");
-        let (m, t) = (
-            manifest.to_string_lossy().to_string(),
-            target.to_string_lossy().to_string(),
-        );
-        cargo(&[
-            "build",
-            "--quiet",
-            "--manifest-path",
-            &m,
-            "--target-dir",
-            &t,
-            "-p",
-            package,
-        ]);
+        let (m, t) = (manifest.to_string_lossy().to_string(), target.to_string_lossy().to_string());
+        cargo(&["build", "--quiet", "--manifest-path", &m, "--target-dir", &t, "-p", package]);
         done.push(package.to_string());
     }
     target.join(profile_dir())
@@ -115,4 +90,35 @@ pub fn rss_kib() -> u64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_string()))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
+}
+
+/// Builds a fixture package with extra environment variables (e.g. a build-time constant) and
+/// copies the library to `dest` (the next build overwrites cargo's output).
+pub fn fixture_build_as(package: &str, env: &[(&str, &str)], dest: &Path) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let target = target_dir().join("fixtures");
+    let manifest = workspace().join("tests/fixtures/Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--manifest-path"]).arg(&manifest).arg("--target-dir").arg(&target);
+    cmd.args(["-p", package]).current_dir(workspace());
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("cannot run cargo");
+    assert!(out.status.success(), "building {package} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let built = lib_path(&target.join(profile_dir()), package);
+    std::fs::copy(&built, dest).expect("copy fixture");
+    dest.to_path_buf()
+}
+
+/// Installs `src` at `dest` atomically (copy next to it, then rename over), as a build tool would.
+pub fn install(src: &Path, dest: &Path) {
+    let tmp = dest.with_extension("installing");
+    std::fs::copy(src, &tmp).expect("copy");
+    std::fs::rename(&tmp, dest).expect("rename");
 }

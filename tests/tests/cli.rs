@@ -6,16 +6,8 @@ use std::process::Command;
 use retort_e2e::{fixture, plugin, retort_bin};
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(retort_bin())
-        .args(args)
-        .env_remove("RETORT_PLUGIN_PATH")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let out = Command::new(retort_bin()).args(args).env_remove("RETORT_PLUGIN_PATH").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 #[test]
@@ -32,10 +24,7 @@ fn list_shows_every_built_plugin_with_kind_and_abi() {
     assert!(ok);
     assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
     for (name, kind) in [("hinton-kd", "loss"), ("cross-entropy", "loss"), ("mlp", "model")] {
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("{name} missing:\n{out}"));
+        let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing:\n{out}"));
         assert!(line.contains(kind) && line.contains("1.0.0"), "{line}");
     }
 }
@@ -44,16 +33,10 @@ fn list_shows_every_built_plugin_with_kind_and_abi() {
 fn inspect_shows_parameters_with_defaults_and_docs() {
     let (ok, out, _) = run(&["plugins", "inspect", "hinton-kd"]);
     assert!(ok, "{out}");
-    assert!(
-        out.contains("temperature") && out.contains("4.0") && out.contains("softening temperature"),
-        "{out}"
-    );
+    assert!(out.contains("temperature") && out.contains("4.0") && out.contains("softening temperature"), "{out}");
     let (ok, _, err) = run(&["plugins", "inspect", "no-such-plugin"]);
     assert!(!ok);
-    assert!(
-        err.contains("no plugin named `no-such-plugin`") && err.contains("hinton-kd"),
-        "{err}"
-    );
+    assert!(err.contains("no plugin named `no-such-plugin`") && err.contains("hinton-kd"), "{err}");
 }
 
 #[test]

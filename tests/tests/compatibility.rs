@@ -16,11 +16,7 @@ fn incompatible_plugin_is_refused_with_a_summary_and_others_still_load() {
     assert!(matches!(err, HostError::Incompatible { .. }), "{msg}");
     assert!(msg.contains("expected u32, found u64"), "{msg}");
     assert!(msg.contains("code"), "summary must name the field path: {msg}");
-    assert!(
-        msg.lines().count() <= 3 && msg.len() < 600,
-        "summary must be short, got {} chars: {msg}",
-        msg.len()
-    );
+    assert!(msg.lines().count() <= 3 && msg.len() < 600, "summary must be short, got {} chars: {msg}", msg.len());
 
     // A registry over a directory holding the broken fixture and the real plugins lists the real
     // ones and reports the broken one as a problem.
@@ -31,13 +27,7 @@ fn incompatible_plugin_is_refused_with_a_summary_and_others_still_load() {
     let reg = Registry::discover(std::slice::from_ref(&dir));
     assert!(reg.get("hinton-kd").is_some(), "the good plugin is listed");
     assert!(reg.get("fixture-abi-break").is_none());
-    assert!(
-        reg.problems
-            .iter()
-            .any(|p| p.contains("fixture_abi_break") && p.contains("u64")),
-        "{:?}",
-        reg.problems
-    );
+    assert!(reg.problems.iter().any(|p| p.contains("fixture_abi_break") && p.contains("u64")), "{:?}", reg.problems);
     std::fs::remove_dir_all(&dir).ok();
 
     // The host keeps working: a good plugin still computes.
@@ -45,9 +35,7 @@ fn incompatible_plugin_is_refused_with_a_summary_and_others_still_load() {
     let lib = Library::load(&plugin("retort-loss-hinton-kd")).unwrap();
     let mut l = LossInstance::new(&host, &lib, "hinton-kd", "kd", "{}").unwrap();
     let z = Tensor::ones((2, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
-    assert!(l
-        .loss(&Inputs::new().tensor("student", &z).tensor("teacher", &z))
-        .is_ok());
+    assert!(l.loss(&Inputs::new().tensor("student", &z).tensor("teacher", &z)).is_ok());
 }
 
 #[test]
@@ -58,9 +46,7 @@ fn plugin_built_against_fewer_table_functions_runs_on_this_host() {
     let d = Device::Cpu;
     let s = Tensor::from_slice(&[1f32, 2.0, 3.0], 3, &d).unwrap();
     let t = Tensor::from_slice(&[1f32, 0.0, 0.0], 3, &d).unwrap();
-    let v = loss
-        .loss(&Inputs::new().tensor("student", &s).tensor("teacher", &t))
-        .unwrap();
+    let v = loss.loss(&Inputs::new().tensor("student", &s).tensor("teacher", &t)).unwrap();
     assert!((v.to_scalar::<f32>().unwrap() - 13.0 / 3.0).abs() < 1e-6);
 }
 
@@ -73,29 +59,17 @@ fn plugin_needing_an_appended_function_gets_a_clear_error_on_an_older_host() {
     let s = Tensor::from_slice(&[2f32, 2.0], 2, &Device::Cpu).unwrap();
     let t = Tensor::from_slice(&[0f32, 0.0], 2, &Device::Cpu).unwrap();
     host.taps.record("student", "layer1", &t);
-    let v = loss
-        .loss(&Inputs::new().tensor("student", &s).tensor("teacher", &t))
-        .unwrap();
+    let v = loss.loss(&Inputs::new().tensor("student", &s).tensor("teacher", &t)).unwrap();
     assert_eq!(v.to_scalar::<f32>().unwrap(), 4.0);
 
     // On a host built against the 1.0 table (no `feature`), the call fails cleanly.
     let old_host = fixture_dir("fixture-old-host").join(format!("fixture-old-host{}", std::env::consts::EXE_SUFFIX));
-    let out = Command::new(old_host)
-        .arg(fixture("fixture-needs-feature"))
-        .arg("fixture-needs-feature")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(old_host).arg(fixture("fixture-needs-feature")).arg("fixture-needs-feature").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "old host crashed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "old host crashed: {}", String::from_utf8_lossy(&out.stderr));
     let code = retort_plugin_api::codes::error::MISSING_FUNCTION;
-    assert!(
-        stdout.contains(&format!("code={code}")) && stdout.contains("`feature`"),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("code={code}")) && stdout.contains("`feature`"), "{stdout}");
 }
 
 #[test]
@@ -107,13 +81,7 @@ fn search_path_order_and_duplicates() {
     let reg = Registry::discover(&[dir.clone(), build_dir()]);
     let e = reg.get("hinton-kd").unwrap();
     assert_eq!(e.path, copy, "the first directory wins");
-    assert!(
-        reg.problems
-            .iter()
-            .any(|p| p.contains("duplicate loss plugin `hinton-kd`")),
-        "{:?}",
-        reg.problems
-    );
+    assert!(reg.problems.iter().any(|p| p.contains("duplicate loss plugin `hinton-kd`")), "{:?}", reg.problems);
     assert!(reg.get("mlp").is_some() && reg.get("cross-entropy").is_some());
     std::fs::remove_dir_all(&dir).ok();
     // Config directories come first, the executable's directory last.

@@ -20,11 +20,7 @@ fn cross_entropy_matches_f1_and_ignores_padding() {
     let d = Device::Cpu;
     let zs = Tensor::from_slice(&[2f32, 1.0, 0.1, 0.5, 2.5, -1.0], (2, 3), &d).unwrap();
     let y = Tensor::from_slice(&[0i64, 2], 2, &d).unwrap();
-    let v = scalar(
-        ce(&host, "{}")
-            .loss(&Inputs::new().tensor("student", &zs).tensor("labels", &y))
-            .unwrap(),
-    );
+    let v = scalar(ce(&host, "{}").loss(&Inputs::new().tensor("student", &zs).tensor("labels", &y)).unwrap());
     assert!((v - 2.03510411).abs() < 1e-5, "{v}");
     // Label smoothing ε: (1−ε)·CE + ε·mean_c(−log p_c).
     let lsm = zs.log_softmax_last();
@@ -38,22 +34,13 @@ fn cross_entropy_matches_f1_and_ignores_padding() {
     // A −100 label is ignored, and so is a masked row.
     let y3 = Tensor::from_slice(&[0i64, 2, -100], 3, &d).unwrap();
     let zs3 = Tensor::cat(&[&zs, &Tensor::from_slice(&[9f32, -9.0, 0.0], (1, 3), &d).unwrap()], 0).unwrap();
-    let v = scalar(
-        ce(&host, "{}")
-            .loss(&Inputs::new().tensor("student", &zs3).tensor("labels", &y3))
-            .unwrap(),
-    );
+    let v = scalar(ce(&host, "{}").loss(&Inputs::new().tensor("student", &zs3).tensor("labels", &y3)).unwrap());
     assert!((v - 2.03510411).abs() < 1e-5, "{v}");
     let y3b = Tensor::from_slice(&[0i64, 2, 1], 3, &d).unwrap();
     let mask = Tensor::from_slice(&[1f32, 1.0, 0.0], 3, &d).unwrap();
     let v = scalar(
         ce(&host, "{}")
-            .loss(
-                &Inputs::new()
-                    .tensor("student", &zs3)
-                    .tensor("labels", &y3b)
-                    .tensor("mask", &mask),
-            )
+            .loss(&Inputs::new().tensor("student", &zs3).tensor("labels", &y3b).tensor("mask", &mask))
             .unwrap(),
     );
     assert!((v - 2.03510411).abs() < 1e-5, "{v}");
@@ -66,8 +53,7 @@ impl LogSoftmaxLast for Tensor {
     fn log_softmax_last(&self) -> Tensor {
         let m = self.max_keepdim(1).unwrap();
         let s = self.broadcast_sub(&m).unwrap();
-        s.broadcast_sub(&s.exp().unwrap().sum_keepdim(1).unwrap().log().unwrap())
-            .unwrap()
+        s.broadcast_sub(&s.exp().unwrap().sum_keepdim(1).unwrap().log().unwrap()).unwrap()
     }
 }
 
@@ -82,46 +68,24 @@ fn mlp_shapes_taps_parameters_and_modes() {
     let cfg = r#"{"input_dim": 12, "hidden": [8, 6], "classes": 4, "dropout": 0.5, "activation": "gelu"}"#;
     let mut m = mlp(&host, "student", cfg);
     let x = Tensor::randn(0f32, 1.0, (3, 1, 3, 4), &Device::Cpu).unwrap();
-    let y = m
-        .forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0))
-        .unwrap();
+    let y = m.forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0)).unwrap();
     assert_eq!(y.dims(), &[3, 4]);
     assert_eq!(host.taps.names("student"), vec!["layer1", "layer2", "logits"]);
     assert_eq!(host.taps.get("student", "layer1").unwrap().dims(), &[3, 8]);
     assert_eq!(host.params.count("student"), 12 * 8 + 8 + 8 * 6 + 6 + 6 * 4 + 4);
     // Eval is deterministic; training applies dropout.
-    let y2 = m
-        .forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0))
-        .unwrap();
-    assert_eq!(
-        y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        y2.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    );
-    let t1 = m
-        .forward(&Inputs::new().tensor("input", &x).scalar("train", 1.0))
-        .unwrap();
-    assert_ne!(
-        y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        t1.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    );
+    let y2 = m.forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0)).unwrap();
+    assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y2.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    let t1 = m.forward(&Inputs::new().tensor("input", &x).scalar("train", 1.0)).unwrap();
+    assert_ne!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), t1.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     // Same seed and role: same initial weights; another role: different ones.
     let host2 = Host::cpu(5);
     let mut same = mlp(&host2, "student", cfg);
-    let ys = same
-        .forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0))
-        .unwrap();
-    assert_eq!(
-        y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        ys.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    );
+    let ys = same.forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0)).unwrap();
+    assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), ys.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     let mut other = mlp(&host2, "teacher", cfg);
-    let yo = other
-        .forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0))
-        .unwrap();
-    assert_ne!(
-        y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        yo.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    );
+    let yo = other.forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0)).unwrap();
+    assert_ne!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), yo.flatten_all().unwrap().to_vec1::<f32>().unwrap());
 }
 
 #[test]
@@ -129,10 +93,7 @@ fn mlp_rejects_bad_config_and_missing_input() {
     let host = Host::cpu(0);
     let lib = Library::load(&plugin("retort-model-mlp")).unwrap();
     let e = ModelInstance::new(&host, &lib, "mlp", "s", r#"{"dropout": 1.5}"#).unwrap_err();
-    assert!(
-        e.to_string().contains("mlp") && e.to_string().contains("dropout"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("mlp") && e.to_string().contains("dropout"), "{e}");
     let e = ModelInstance::new(&host, &lib, "mlp", "s", r#"{"activation": "swish"}"#).unwrap_err();
     assert!(e.to_string().contains("swish"), "{e}");
     let mut m = ModelInstance::new(&host, &lib, "mlp", "s", "{}").unwrap();
@@ -152,10 +113,7 @@ fn template_plugin_from_the_readme_works() {
     let zs = Tensor::from_slice(&[1f32, 2.0, 3.0, 4.0], (2, 2), &d).unwrap();
     let zt = Tensor::from_slice(&[1f32, 0.0, 3.0, 3.0], (2, 2), &d).unwrap();
     // rows: mean((0, 2)²) = 2, mean((0, 1)²) = 0.5; batch mean 1.25; × 2.
-    let v = scalar(
-        l.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zt))
-            .unwrap(),
-    );
+    let v = scalar(l.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zt)).unwrap());
     assert!((v - 2.5).abs() < 1e-6, "{v}");
 }
 
@@ -166,15 +124,11 @@ fn cnn_shapes_taps_and_gradients() {
     let cfg = r#"{"channels": [4, 8], "hidden": 16, "dropout": 0.25, "batch_norm": true}"#;
     let mut m = ModelInstance::new(&host, &lib, "cnn", "student", cfg).unwrap();
     let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
-    let y = m
-        .forward(&Inputs::new().tensor("input", &x).scalar("train", 1.0))
-        .unwrap();
+    let y = m.forward(&Inputs::new().tensor("input", &x).scalar("train", 1.0)).unwrap();
     assert_eq!(y.dims(), &[2, 10]);
     assert_eq!(host.taps.get("student", "conv2").unwrap().dims(), &[2, 8, 7, 7]);
     let flat = x.reshape((2, 784)).unwrap();
-    let y2 = m
-        .forward(&Inputs::new().tensor("input", &flat).scalar("train", 0.0))
-        .unwrap();
+    let y2 = m.forward(&Inputs::new().tensor("input", &flat).scalar("train", 0.0)).unwrap();
     assert_eq!(y2.dims(), &[2, 10]);
     let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     for p in host.params.params(Some("student")).iter().filter(|p| p.trainable) {

@@ -24,12 +24,7 @@ fn kd(host: &Host, config: &str) -> LossInstance {
 }
 
 fn value(loss: &mut LossInstance, inputs: &Inputs) -> f64 {
-    loss.loss(inputs)
-        .expect("loss")
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    loss.loss(inputs).expect("loss").to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
 }
 
 fn assert_close(got: f64, want: f64, what: &str) {
@@ -40,23 +35,12 @@ fn assert_close(got: f64, want: f64, what: &str) {
 fn reference_checks_1a_to_1e() {
     let host = Host::cpu(0);
     let (zs, zt, y) = f1();
-    let inputs = Inputs::new()
-        .tensor("student", &zs)
-        .tensor("teacher", &zt)
-        .tensor("labels", &y);
+    let inputs = Inputs::new().tensor("student", &zs).tensor("teacher", &zt).tensor("labels", &y);
     let cases = [
         ("1a FKL τ=1 KL form", r#"{"temperature": 1.0}"#, 0.38049986),
-        (
-            "1b FKL τ=1 CE form",
-            r#"{"temperature": 1.0, "value_form": "ce"}"#,
-            1.04986987,
-        ),
+        ("1b FKL τ=1 CE form", r#"{"temperature": 1.0, "value_form": "ce"}"#, 1.04986987),
         ("1c τ²·FKL τ=4", r#"{"temperature": 4.0}"#, 0.56432243),
-        (
-            "1d 0.1·CE + 0.9·KD τ=4",
-            r#"{"temperature": 4.0, "alpha": 0.9}"#,
-            0.71140059,
-        ),
+        ("1d 0.1·CE + 0.9·KD τ=4", r#"{"temperature": 4.0, "alpha": 0.9}"#, 0.71140059),
         ("α=0.5 τ=2", r#"{"temperature": 2.0, "alpha": 0.5}"#, 1.27914844),
         ("τ=2 τ²·FKL", r#"{"temperature": 2.0}"#, 0.52319276),
     ];
@@ -75,11 +59,7 @@ fn reference_checks_1a_to_1e() {
     let mask = Tensor::from_slice(&[1f32, 1.0, 0.0], (1, 3), &d).unwrap();
     let mut loss = kd(&host, r#"{"temperature": 1.0}"#);
     let seq = Inputs::new().tensor("student", &zs).tensor("teacher", &zt);
-    assert_close(
-        value(&mut loss, &seq.clone().tensor("mask", &mask)),
-        0.38049986,
-        "1e masked token mean",
-    );
+    assert_close(value(&mut loss, &seq.clone().tensor("mask", &mask)), 0.38049986, "1e masked token mean");
     // Without the mask every token counts: (0.15647941 + 0.60452031 + KL(row 3)) / 3.
     let unmasked = value(&mut loss, &seq);
     assert!((unmasked - 0.38049986).abs() > 1.0, "mask must matter, got {unmasked}");
@@ -108,41 +88,18 @@ fn gradient_parity_256x100() {
     let zs = Var::from_tensor(&Tensor::randn(0f32, 2.0, (256, 100), &d).unwrap()).unwrap();
     let zt = Tensor::randn(0f32, 2.0, (256, 100), &d).unwrap();
     let mut loss = kd(&host, r#"{"temperature": 4.0}"#);
-    let via_plugin = loss
-        .loss(&Inputs::new().tensor("student", zs.as_tensor()).tensor("teacher", &zt))
-        .unwrap();
+    let via_plugin = loss.loss(&Inputs::new().tensor("student", zs.as_tensor()).tensor("teacher", &zt)).unwrap();
     let direct = direct_kd(zs.as_tensor(), &zt, 4.0);
-    let (lp, ld) = (
-        via_plugin.to_scalar::<f32>().unwrap(),
-        direct.to_scalar::<f32>().unwrap(),
-    );
+    let (lp, ld) = (via_plugin.to_scalar::<f32>().unwrap(), direct.to_scalar::<f32>().unwrap());
     assert!((lp - ld).abs() <= 1e-6, "loss: plugin {lp}, direct {ld}");
     let gp = via_plugin.backward().unwrap().get(zs.as_tensor()).unwrap().clone();
     let gd = direct.backward().unwrap().get(zs.as_tensor()).unwrap().clone();
-    let diff = (gp - gd)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = (gp - gd).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
     assert!(diff <= 1e-6, "student gradient max abs diff {diff}");
     // The teacher is detached: no gradient reaches it even if it were a variable.
     let zt_var = Var::from_tensor(&zt).unwrap();
-    let l2 = loss
-        .loss(
-            &Inputs::new()
-                .tensor("student", zs.as_tensor())
-                .tensor("teacher", zt_var.as_tensor()),
-        )
-        .unwrap();
-    assert!(
-        l2.backward().unwrap().get(zt_var.as_tensor()).is_none(),
-        "teacher must be stop-gradient"
-    );
+    let l2 = loss.loss(&Inputs::new().tensor("student", zs.as_tensor()).tensor("teacher", zt_var.as_tensor())).unwrap();
+    assert!(l2.backward().unwrap().get(zt_var.as_tensor()).is_none(), "teacher must be stop-gradient");
 }
 
 #[test]
@@ -160,11 +117,6 @@ fn bad_config_is_rejected_with_plugin_and_key() {
 fn missing_input_names_the_input() {
     let host = Host::cpu(0);
     let (zs, _, _) = f1();
-    let e = kd(&host, "{}")
-        .loss(&Inputs::new().tensor("student", &zs))
-        .expect_err("must fail");
-    assert!(
-        e.to_string().contains("hinton-kd") && e.to_string().contains("`teacher`"),
-        "{e}"
-    );
+    let e = kd(&host, "{}").loss(&Inputs::new().tensor("student", &zs)).expect_err("must fail");
+    assert!(e.to_string().contains("hinton-kd") && e.to_string().contains("`teacher`"), "{e}");
 }

@@ -15,18 +15,13 @@ fn panic_inside_loss_becomes_an_error_naming_the_plugin() {
     for _ in 0..3 {
         let e = loss.loss(&inputs).expect_err("must fail");
         let msg = e.to_string();
-        assert!(
-            msg.contains("fixture-panicky") && msg.contains("deliberate panic"),
-            "{msg}"
-        );
+        assert!(msg.contains("fixture-panicky") && msg.contains("deliberate panic"), "{msg}");
     }
     // The process is fine and other plugins still work.
     let kd_lib = Library::load(&plugin("retort-loss-hinton-kd")).unwrap();
     let mut kd = LossInstance::new(&host, &kd_lib, "hinton-kd", "kd", "{}").unwrap();
     let zs = Tensor::ones((2, 3), DType::F32, &Device::Cpu).unwrap();
-    assert!(kd
-        .loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zs))
-        .is_ok());
+    assert!(kd.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zs)).is_ok());
 }
 
 #[test]
@@ -42,17 +37,8 @@ fn handles_return_to_baseline_after_loss_and_backward() {
     let y = Tensor::from_slice(&[0u32, 1, 2, 3, 4, 0, 1, 2], 8, &Device::Cpu).unwrap();
     // Warm-up call: parameters are created on first use and stay alive as host handles in the plugin.
     let run = |model: &mut ModelInstance, kd: &mut LossInstance| {
-        let logits = model
-            .forward(&Inputs::new().tensor("input", &x).scalar("train", 1.0))
-            .unwrap();
-        let l = kd
-            .loss(
-                &Inputs::new()
-                    .tensor("student", &logits)
-                    .tensor("teacher", &zt)
-                    .tensor("labels", &y),
-            )
-            .unwrap();
+        let logits = model.forward(&Inputs::new().tensor("input", &x).scalar("train", 1.0)).unwrap();
+        let l = kd.loss(&Inputs::new().tensor("student", &logits).tensor("teacher", &zt).tensor("labels", &y)).unwrap();
         l.backward().unwrap();
     };
     run(&mut model, &mut kd);
@@ -60,15 +46,8 @@ fn handles_return_to_baseline_after_loss_and_backward() {
     for _ in 0..5 {
         run(&mut model, &mut kd);
     }
-    assert_eq!(
-        live_handles(),
-        before,
-        "every handle made during loss + backward is released"
-    );
+    assert_eq!(live_handles(), before, "every handle made during loss + backward is released");
     drop(model);
     drop(kd);
-    assert!(
-        live_handles() < before,
-        "dropping the plugins releases their parameter handles"
-    );
+    assert!(live_handles() < before, "dropping the plugins releases their parameter handles");
 }

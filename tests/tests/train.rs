@@ -82,11 +82,7 @@ fn retort(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 fn report(dir: &Path) -> Value {
@@ -108,18 +104,9 @@ fn short_run_writes_metrics_report_and_models() {
     std::fs::write(&cfg, config(&tmp, "short")).unwrap();
     let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
     assert!(ok, "{out}\n{err}");
-    assert!(
-        out.contains("teacher") && out.contains("student") && out.contains("errors"),
-        "{out}"
-    );
+    assert!(out.contains("teacher") && out.contains("student") && out.contains("errors"), "{out}");
     let dir = tmp.join("short");
-    for f in [
-        "config.toml",
-        "metrics.jsonl",
-        "report.json",
-        "models/teacher.safetensors",
-        "checkpoint/state.json",
-    ] {
+    for f in ["config.toml", "metrics.jsonl", "report.json", "models/teacher.safetensors", "checkpoint/state.json"] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     let lines: Vec<Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -134,10 +121,7 @@ fn short_run_writes_metrics_report_and_models() {
         assert!(train.iter().all(|r| r.get(key).is_some()), "train records lack {key}");
     }
     let kd = train.iter().find(|r| r["stage"] == "student").unwrap();
-    assert!(
-        kd["terms"]["hinton-kd"].is_number() && kd["terms"]["cross-entropy"].is_number(),
-        "{kd}"
-    );
+    assert!(kd["terms"]["hinton-kd"].is_number() && kd["terms"]["cross-entropy"].is_number(), "{kd}");
     for key in ["accuracy", "test_errors", "nll", "ece", "fidelity", "kl_to_teacher"] {
         assert!(eval.iter().all(|r| r.get(key).is_some()), "eval records lack {key}");
     }
@@ -147,24 +131,12 @@ fn short_run_writes_metrics_report_and_models() {
     assert_eq!(r["test_samples"], 10000);
     for slot in ["teacher", "scratch", "student"] {
         let m = &r["models"][slot];
-        for key in [
-            "test_errors",
-            "accuracy",
-            "nll",
-            "ece",
-            "fidelity",
-            "kl_to_teacher",
-            "params",
-            "train_seconds",
-        ] {
+        for key in ["test_errors", "accuracy", "nll", "ece", "fidelity", "kl_to_teacher", "params", "train_seconds"] {
             assert!(m.get(key).is_some(), "{slot} lacks {key}: {m}");
         }
         let acc = m["accuracy"].as_f64().unwrap();
         assert!(acc > 0.5, "{slot} learned something: accuracy {acc}");
-        assert_eq!(
-            m["test_errors"].as_u64().unwrap(),
-            (10000.0 * (1.0 - acc)).round() as u64
-        );
+        assert_eq!(m["test_errors"].as_u64().unwrap(), (10000.0 * (1.0 - acc)).round() as u64);
     }
     assert_eq!(r["models"]["teacher"]["fidelity"], 1.0);
     assert_eq!(r["models"]["student"]["params"], 784 * 32 + 32 + 32 * 10 + 10);
@@ -178,10 +150,7 @@ fn short_run_writes_metrics_report_and_models() {
         let f = &fin[&format!("teacher.{name}")];
         let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = f.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "teacher.{name} changed"
-        );
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "teacher.{name} changed");
     }
 
     // `retort eval` re-evaluates the saved models and agrees with the report.
@@ -239,10 +208,7 @@ fn config_errors_from_the_command_line() {
     let (ok, out, _) = retort(&["config", "show", c], &[("RETORT__DATA__BATCH_SIZE", "64")]);
     assert!(ok && out.contains("batch_size = 64"), "{out}");
     let (ok, _, err) = retort(&["config", "check", c], &[("RETORT__DATA__COLOUR", "red")]);
-    assert!(
-        !ok && err.contains("colour") && err.contains("RETORT__DATA__COLOUR"),
-        "{err}"
-    );
+    assert!(!ok && err.contains("colour") && err.contains("RETORT__DATA__COLOUR"), "{err}");
     let (ok, _, err) = retort(&["train", "/nonexistent/x.toml"], &[]);
     assert!(!ok && err.contains("/nonexistent/x.toml: no such file"), "{err}");
     let (ok, out, _) = retort(&["config", "check"], &[]);

@@ -29,10 +29,7 @@ type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>);
 fn main() -> anyhow::Result<()> {
     let host = Host::cpu(0);
     let pctx = host.ctx("bench", "bench");
-    let ctx = Ctx::new(PluginHost {
-        api: host_api(),
-        ctx: pctx.raw(),
-    });
+    let ctx = Ctx::new(PluginHost { api: host_api(), ctx: pctx.raw() });
 
     println!("per-op cost, median ns (one thread)");
     println!("{:<22} {:>10} {:>10} {:>10}", "op", "direct", "table", "overhead");
@@ -42,27 +39,13 @@ fn main() -> anyhow::Result<()> {
         let xc = unsafe { retort::backend::tensor_of(x.raw()) }.clone();
         let cases: [Case; 3] = [
             ("exp", Box::new(|| drop(xc.exp())), Box::new(|| drop(x.exp()))),
-            (
-                "add",
-                Box::new(|| drop(xc.broadcast_add(&xc))),
-                Box::new(|| drop(x.add(&x))),
-            ),
-            (
-                "sum",
-                Box::new(|| drop(xc.sum_keepdim(0))),
-                Box::new(|| drop(x.sum_keepdim(0))),
-            ),
+            ("add", Box::new(|| drop(xc.broadcast_add(&xc))), Box::new(|| drop(x.add(&x)))),
+            ("sum", Box::new(|| drop(xc.sum_keepdim(0))), Box::new(|| drop(x.sum_keepdim(0)))),
         ];
         for (name, direct, table) in cases {
             let d = median_ns(31, 20_000, &direct);
             let t = median_ns(31, 20_000, &table);
-            println!(
-                "{:<22} {:>10.0} {:>10.0} {:>+10.0}",
-                format!("{name} [{n}]"),
-                d,
-                t,
-                t - d
-            );
+            println!("{:<22} {:>10.0} {:>10.0} {:>+10.0}", format!("{name} [{n}]"), d, t, t - d);
         }
     }
 

@@ -18,37 +18,18 @@ use retort_bench::exe_dir;
 const TAU: f64 = 20.0;
 
 fn lib(name: &str) -> anyhow::Result<std::sync::Arc<Library>> {
-    let file = format!(
-        "{}{name}.{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_EXTENSION
-    );
+    let file = format!("{}{name}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION);
     Ok(Library::load(&exe_dir().join(file))?)
 }
 
 fn batches(n: usize) -> anyhow::Result<Vec<(Tensor, Tensor)>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
-    let spec = DatasetSpec {
-        name: "mnist".into(),
-        dir,
-        validation: 0,
-        seed: 0,
-    };
+    let spec = DatasetSpec { name: "mnist".into(), dir, validation: 0, seed: 0 };
     let data = std::sync::Arc::new(Dataset::load(&spec, Split::Train)?.subset(128 * n, 1));
-    let plan = BatchPlan {
-        batch_size: 128,
-        shuffle: true,
-        jitter: 0,
-        mean: 0.1307,
-        std: 0.3081,
-        seed: 1,
-        drop_last: true,
-    };
+    let plan =
+        BatchPlan { batch_size: 128, shuffle: true, jitter: 0, mean: 0.1307, std: 0.3081, seed: 1, drop_last: true };
     Batches::start(data, plan, 0, 0, Device::Cpu)
-        .map(|b| {
-            b.map(|b| (b.images.flatten_from(1).unwrap_or(b.images), b.labels))
-                .map_err(Into::into)
-        })
+        .map(|b| b.map(|b| (b.images.flatten_from(1).unwrap_or(b.images), b.labels)).map_err(Into::into))
         .collect()
 }
 
@@ -58,25 +39,13 @@ fn retort_steps(data: &[(Tensor, Tensor)], steps: usize) -> anyhow::Result<f64> 
     let mlp = lib("retort_model_mlp")?;
     let mut teacher = ModelInstance::new(&host, &mlp, "mlp", "teacher", r#"{"hidden": [1200, 1200]}"#)?;
     let mut student = ModelInstance::new(&host, &mlp, "mlp", "student", r#"{"hidden": [800, 800]}"#)?;
-    let mut kd = LossInstance::new(
-        &host,
-        &lib("retort_loss_hinton_kd")?,
-        "hinton-kd",
-        "kd",
-        r#"{"temperature": 20.0}"#,
-    )?;
-    let params = host
-        .params
-        .params(Some("student"))
-        .into_iter()
-        .map(|p| (p.name, p.var))
-        .collect();
+    let mut kd =
+        LossInstance::new(&host, &lib("retort_loss_hinton_kd")?, "hinton-kd", "kd", r#"{"temperature": 20.0}"#)?;
+    let params = host.params.params(Some("student")).into_iter().map(|p| (p.name, p.var)).collect();
     let mut opt = Optimizer::new(OptimizerSection::default(), params);
     let mut step = |i: usize| -> anyhow::Result<()> {
         let (x, _) = &data[i % data.len()];
-        let zt = teacher
-            .forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?
-            .detach();
+        let zt = teacher.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?.detach();
         let zs = student.forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))?;
         let l = kd.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zt))?;
         opt.step(&l.backward()?, 1e-3)?;
@@ -133,15 +102,8 @@ fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
 fn candle_steps(data: &[(Tensor, Tensor)], steps: usize) -> anyhow::Result<f64> {
     let teacher = Mlp::new(&[784, 1200, 1200, 10])?;
     let student = Mlp::new(&[784, 800, 800, 10])?;
-    let vars: Vec<Var> = student
-        .layers
-        .iter()
-        .flat_map(|(w, b)| [w.clone(), b.clone()])
-        .collect();
-    let mut m: Vec<Tensor> = vars
-        .iter()
-        .map(|v| v.zeros_like())
-        .collect::<candle_core::Result<_>>()?;
+    let vars: Vec<Var> = student.layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
+    let mut m: Vec<Tensor> = vars.iter().map(|v| v.zeros_like()).collect::<candle_core::Result<_>>()?;
     let mut v2: Vec<Tensor> = m.clone();
     let (b1, b2, eps, lr) = (0.9f64, 0.999f64, 1e-8, 1e-3);
     let mut t = 0i32;
@@ -151,10 +113,7 @@ fn candle_steps(data: &[(Tensor, Tensor)], steps: usize) -> anyhow::Result<f64> 
         let zs = student.forward(x)?;
         let lps = log_softmax(&zs.affine(1.0 / TAU, 0.0)?)?;
         let lpt = log_softmax(&zt.affine(1.0 / TAU, 0.0)?)?;
-        let kl = (lpt.exp()? * (lpt - lps)?)?
-            .sum(D::Minus1)?
-            .mean_all()?
-            .affine(TAU * TAU, 0.0)?;
+        let kl = (lpt.exp()? * (lpt - lps)?)?.sum(D::Minus1)?.mean_all()?.affine(TAU * TAU, 0.0)?;
         let grads = kl.backward()?;
         t += 1;
         for (k, var) in vars.iter().enumerate() {

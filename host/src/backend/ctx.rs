@@ -64,12 +64,7 @@ impl ParamStore {
         };
         let var = Var::from_tensor(&init).map_err(|e| e.to_string())?;
         let out = var.as_tensor().clone();
-        params.push(Param {
-            group: group.into(),
-            name: name.into(),
-            var,
-            trainable,
-        });
+        params.push(Param { group: group.into(), name: name.into(), var, trainable });
         Ok(out)
     }
 
@@ -89,9 +84,7 @@ impl ParamStore {
                             p.var.as_tensor().dims()
                         ));
                     }
-                    p.var
-                        .set(&t.to_dtype(p.var.dtype()).map_err(|e| e.to_string())?)
-                        .map_err(|e| e.to_string())?;
+                    p.var.set(&t.to_dtype(p.var.dtype()).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
                     set.push(name);
                 }
                 None => {
@@ -113,28 +106,17 @@ impl ParamStore {
 
     /// The parameter of `group` whose tensor is `t` (same storage id).
     pub fn find(&self, group: &str, t: &Tensor) -> Option<Var> {
-        lock(&self.params)
-            .iter()
-            .find(|p| p.group == group && p.var.as_tensor().id() == t.id())
-            .map(|p| p.var.clone())
+        lock(&self.params).iter().find(|p| p.group == group && p.var.as_tensor().id() == t.id()).map(|p| p.var.clone())
     }
 
     /// Every parameter, optionally of one group only.
     pub fn params(&self, group: Option<&str>) -> Vec<Param> {
-        lock(&self.params)
-            .iter()
-            .filter(|p| group.is_none_or(|g| p.group == g))
-            .cloned()
-            .collect()
+        lock(&self.params).iter().filter(|p| group.is_none_or(|g| p.group == g)).cloned().collect()
     }
 
     /// Number of scalar parameters (trainable or not) of a group.
     pub fn count(&self, group: &str) -> usize {
-        lock(&self.params)
-            .iter()
-            .filter(|p| p.group == group)
-            .map(|p| p.var.as_tensor().elem_count())
-            .sum()
+        lock(&self.params).iter().filter(|p| p.group == group).map(|p| p.var.as_tensor().elem_count()).sum()
     }
 }
 
@@ -147,10 +129,7 @@ pub struct TapStore {
 impl TapStore {
     /// Records a tap of the model in `role`.
     pub fn record(&self, role: &str, name: &str, t: &Tensor) {
-        lock(&self.taps)
-            .entry(role.to_string())
-            .or_default()
-            .insert(name.to_string(), t.clone());
+        lock(&self.taps).entry(role.to_string()).or_default().insert(name.to_string(), t.clone());
     }
     /// The tap `name` of the model in `role`, if recorded this step.
     pub fn get(&self, role: &str, name: &str) -> Option<Tensor> {
@@ -158,10 +137,7 @@ impl TapStore {
     }
     /// The names tapped by `role` this step.
     pub fn names(&self, role: &str) -> Vec<String> {
-        let mut v: Vec<String> = lock(&self.taps)
-            .get(role)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
+        let mut v: Vec<String> = lock(&self.taps).get(role).map(|m| m.keys().cloned().collect()).unwrap_or_default();
         v.sort();
         v
     }
@@ -245,20 +221,13 @@ pub struct Host {
 
 /// FNV-1a: a stable hash for deriving per-slot seeds (std's hasher may change between releases).
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 impl Host {
     /// A host on `device` whose plugin RNG streams derive from `seed`.
     pub fn new(device: Device, seed: u64) -> Self {
-        Host {
-            device,
-            params: Arc::default(),
-            taps: Arc::default(),
-            seed,
-        }
+        Host { device, params: Arc::default(), taps: Arc::default(), seed }
     }
 
     /// A CPU host.
@@ -314,9 +283,7 @@ pub fn sample(
             v.truncate(n);
             v
         }
-        dist::BERNOULLI => (0..n)
-            .map(|_| if rng.random::<f64>() < a { 1.0 } else { 0.0 })
-            .collect(),
+        dist::BERNOULLI => (0..n).map(|_| if rng.random::<f64>() < a { 1.0 } else { 0.0 }).collect(),
         other => return Err(format!("unknown distribution code {other}")),
     };
     Tensor::from_vec(data, Shape::from(shape.to_vec()), device)

@@ -24,9 +24,7 @@ fn invalid<T>(msg: impl Into<String>) -> OpResult<T> {
 }
 
 fn unsupported<T>(family: &str, code: u32) -> OpResult<T> {
-    Err(OpError::Unsupported(format!(
-        "unknown {family} op code {code} (this host is older than the plugin?)"
-    )))
+    Err(OpError::Unsupported(format!("unknown {family} op code {code} (this host is older than the plugin?)")))
 }
 
 /// The candle dtype of an ABI dtype code.
@@ -185,11 +183,7 @@ pub fn reduce(op: u32, x: &Tensor, ds: &[i64], keepdim: bool) -> OpResult {
         r::MAX | r::MIN => {
             let mut t = x.clone();
             for &d in &ds {
-                t = if op == r::MAX {
-                    t.max_keepdim(d)?
-                } else {
-                    t.min_keepdim(d)?
-                };
+                t = if op == r::MAX { t.max_keepdim(d)? } else { t.min_keepdim(d)? };
             }
             t
         }
@@ -208,20 +202,12 @@ pub fn reduce(op: u32, x: &Tensor, ds: &[i64], keepdim: bool) -> OpResult {
             for &d in &ds {
                 m = m.max_keepdim(d)?;
             }
-            x.broadcast_sub(&m)?
-                .exp()?
-                .sum_keepdim(ds.clone())?
-                .log()?
-                .broadcast_add(&m)?
+            x.broadcast_sub(&m)?.exp()?.sum_keepdim(ds.clone())?.log()?.broadcast_add(&m)?
         }
         r::VAR | r::STD | r::VAR_BIASED => {
             let mean = x.sum_keepdim(ds.clone())?.affine(1.0 / n as f64, 0.0)?;
             let ss = x.broadcast_sub(&mean)?.sqr()?.sum_keepdim(ds.clone())?;
-            let denom = if op == r::VAR_BIASED {
-                n as f64
-            } else {
-                (n as f64 - 1.0).max(1.0)
-            };
+            let denom = if op == r::VAR_BIASED { n as f64 } else { (n as f64 - 1.0).max(1.0) };
             let var = ss.affine(1.0 / denom, 0.0)?;
             if op == r::STD {
                 var.sqrt()?
@@ -255,11 +241,7 @@ pub fn matmul(a: &Tensor, bt: &Tensor) -> OpResult {
     let (a, bt) = promote(a, bt)?;
     let same_batch =
         a.rank() == bt.rank() && a.dims()[..a.rank().saturating_sub(2)] == bt.dims()[..bt.rank().saturating_sub(2)];
-    Ok(if same_batch {
-        a.matmul(&bt)?
-    } else {
-        a.broadcast_matmul(&bt)?
-    })
+    Ok(if same_batch { a.matmul(&bt)? } else { a.broadcast_matmul(&bt)? })
 }
 
 fn resolve_shape(args: &[i64], numel: usize) -> OpResult<Vec<usize>> {
@@ -289,19 +271,12 @@ pub fn layout(op: u32, x: &Tensor, args: &[i64]) -> OpResult {
             x.transpose(dim(args[0], rank, false)?, dim(args[1], rank, false)?)?
         }
         l::PERMUTE => {
-            let p = args
-                .iter()
-                .map(|&d| dim(d, rank, false))
-                .collect::<OpResult<Vec<_>>>()?;
+            let p = args.iter().map(|&d| dim(d, rank, false)).collect::<OpResult<Vec<_>>>()?;
             x.permute(p)?
         }
         l::NARROW => {
             nargs(args, 3, "narrow")?;
-            x.narrow(
-                dim(args[0], rank, false)?,
-                usize_arg(args[1], "start")?,
-                usize_arg(args[2], "len")?,
-            )?
+            x.narrow(dim(args[0], rank, false)?, usize_arg(args[1], "start")?, usize_arg(args[2], "len")?)?
         }
         l::SQUEEZE => {
             nargs(args, 1, "squeeze")?;
@@ -312,10 +287,7 @@ pub fn layout(op: u32, x: &Tensor, args: &[i64]) -> OpResult {
             x.unsqueeze(dim(args[0], rank, true)?)?
         }
         l::BROADCAST_AS => {
-            let shape = args
-                .iter()
-                .map(|&d| usize_arg(d, "shape dim"))
-                .collect::<OpResult<Vec<_>>>()?;
+            let shape = args.iter().map(|&d| usize_arg(d, "shape dim")).collect::<OpResult<Vec<_>>>()?;
             x.broadcast_as(Shape::from(shape))?
         }
         l::CONTIGUOUS => x.contiguous()?,
@@ -331,9 +303,7 @@ pub fn layout(op: u32, x: &Tensor, args: &[i64]) -> OpResult {
 }
 
 pub fn combine(op: u32, xs: &[&Tensor], d: i64) -> OpResult {
-    let first = xs
-        .first()
-        .ok_or_else(|| OpError::Invalid("cat/stack of no tensors".into()))?;
+    let first = xs.first().ok_or_else(|| OpError::Invalid("cat/stack of no tensors".into()))?;
     Ok(match op {
         c::CAT => Tensor::cat(xs, dim(d, first.rank(), false)?)?,
         c::STACK => Tensor::stack(xs, dim(d, first.rank(), true)?)?,
@@ -387,9 +357,7 @@ pub fn index(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             need(3)?;
             nargs(args, 1, "scatter_add")?;
             let d = dim(args[0], xs[0].rank(), false)?;
-            xs[0]
-                .contiguous()?
-                .scatter_add(&xs[1].contiguous()?, &xs[2].contiguous()?, d)?
+            xs[0].contiguous()?.scatter_add(&xs[1].contiguous()?, &xs[2].contiguous()?, d)?
         }
         ix::WHERE_COND => {
             need(3)?;
@@ -417,10 +385,7 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
                 return invalid("conv2d takes [input, kernel]");
             }
             nargs(args, 4, "conv2d")?;
-            let a: Vec<usize> = args
-                .iter()
-                .map(|&v| usize_arg(v, "conv2d argument"))
-                .collect::<OpResult<_>>()?;
+            let a: Vec<usize> = args.iter().map(|&v| usize_arg(v, "conv2d argument")).collect::<OpResult<_>>()?;
             xs[0].conv2d(xs[1], a[0], a[1].max(1), a[2].max(1), a[3].max(1))?
         }
         nn::MAX_POOL2D | nn::AVG_POOL2D => {
@@ -428,10 +393,7 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
                 return invalid("pooling takes one tensor");
             }
             nargs(args, 4, "pool2d")?;
-            let a: Vec<usize> = args
-                .iter()
-                .map(|&v| usize_arg(v, "pool argument"))
-                .collect::<OpResult<_>>()?;
+            let a: Vec<usize> = args.iter().map(|&v| usize_arg(v, "pool argument")).collect::<OpResult<_>>()?;
             if op == nn::MAX_POOL2D {
                 xs[0].max_pool2d_with_stride((a[0], a[1]), (a[2], a[3]))?
             } else {
@@ -449,25 +411,16 @@ pub fn from_bytes(bytes: &[u8], dtype: u32, shape: &[usize], device: &Device) ->
         dt::F32 | dt::U32 => 4,
         dt::F64 | dt::I64 => 8,
         dt::U8 => 1,
-        other => {
-            return Err(OpError::Unsupported(format!(
-                "from_bytes: unsupported dtype code {other}"
-            )))
-        }
+        other => return Err(OpError::Unsupported(format!("from_bytes: unsupported dtype code {other}"))),
     };
     if bytes.len() != n * size {
-        return invalid(format!(
-            "from_bytes: {} bytes for shape {shape:?} of {size}-byte elements",
-            bytes.len()
-        ));
+        return invalid(format!("from_bytes: {} bytes for shape {shape:?} of {size}-byte elements", bytes.len()));
     }
     let shape = Shape::from(shape.to_vec());
     macro_rules! build {
         ($t:ty, $w:expr) => {{
-            let v: Vec<$t> = bytes
-                .chunks_exact($w)
-                .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $w])))
-                .collect();
+            let v: Vec<$t> =
+                bytes.chunks_exact($w).map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $w]))).collect();
             Tensor::from_vec(v, shape, device)?
         }};
     }

@@ -39,10 +39,7 @@ fn guard<T>(f: impl FnOnce() -> Result<T, ApiError>) -> ApiResult<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e),
-        Err(p) => RResult::RErr(ApiError::new(
-            code::PANIC,
-            format!("host panicked: {}", payload_text(&*p)),
-        )),
+        Err(p) => RResult::RErr(ApiError::new(code::PANIC, format!("host panicked: {}", payload_text(&*p)))),
     }
 }
 
@@ -104,9 +101,7 @@ extern "C" fn h_rand(
     op(|| {
         let c = cx(ctx);
         let d = ops::dtype_of(dtype)?;
-        let x = c
-            .with_rng(|rng| sample(rng, dist, a, b, &shape_of(shape), &c.device))
-            .map_err(OpError::Invalid)?;
+        let x = c.with_rng(|rng| sample(rng, dist, a, b, &shape_of(shape), &c.device)).map_err(OpError::Invalid)?;
         Ok(x.to_dtype(d)?)
     })
 }
@@ -183,22 +178,11 @@ extern "C" fn h_dropout(ctx: RawCtx, x: RawTensor, p: f64, train: bool) -> ApiRe
             return Ok(x.clone());
         }
         if !(0.0..1.0).contains(&p) {
-            return Err(OpError::Invalid(format!(
-                "dropout probability must be in [0, 1), got {p}"
-            )));
+            return Err(OpError::Invalid(format!("dropout probability must be in [0, 1), got {p}")));
         }
         let c = cx(ctx);
         let keep = c
-            .with_rng(|rng| {
-                sample(
-                    rng,
-                    retort_plugin_api::codes::dist::BERNOULLI,
-                    1.0 - p,
-                    0.0,
-                    x.dims(),
-                    &c.device,
-                )
-            })
+            .with_rng(|rng| sample(rng, retort_plugin_api::codes::dist::BERNOULLI, 1.0 - p, 0.0, x.dims(), &c.device))
             .map_err(OpError::Invalid)?;
         let mask = keep.affine(1.0 / (1.0 - p), 0.0)?.to_dtype(x.dtype())?;
         Ok(x.mul(&mask)?)
@@ -211,20 +195,14 @@ extern "C" fn h_detach(x: RawTensor) -> ApiResult<RawTensor> {
 
 extern "C" fn h_to_vec_f32(x: RawTensor) -> ApiResult<RVec<f32>> {
     guard(|| {
-        let v = t(x)
-            .flatten_all()
-            .and_then(|f| f.to_dtype(DType::F32))
-            .and_then(|f| f.to_vec1::<f32>());
+        let v = t(x).flatten_all().and_then(|f| f.to_dtype(DType::F32)).and_then(|f| f.to_vec1::<f32>());
         v.map(RVec::from).map_err(|e| op_err(e.into()))
     })
 }
 
 extern "C" fn h_to_vec_i64(x: RawTensor) -> ApiResult<RVec<i64>> {
     guard(|| {
-        let v = t(x)
-            .flatten_all()
-            .and_then(|f| f.to_dtype(DType::I64))
-            .and_then(|f| f.to_vec1::<i64>());
+        let v = t(x).flatten_all().and_then(|f| f.to_dtype(DType::I64)).and_then(|f| f.to_vec1::<i64>());
         v.map(RVec::from).map_err(|e| op_err(e.into()))
     })
 }
@@ -243,9 +221,7 @@ extern "C" fn h_var(
     guard(|| {
         let c = cx(ctx);
         let shape = shape_of(shape);
-        c.param(name.as_str(), &shape, init, trainable)
-            .map(into_raw)
-            .map_err(|m| ApiError::new(code::INVALID, m))
+        c.param(name.as_str(), &shape, init, trainable).map(into_raw).map_err(|m| ApiError::new(code::INVALID, m))
     })
 }
 

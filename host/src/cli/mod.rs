@@ -1,17 +1,13 @@
 //! Command-line definitions and dispatch.
 mod plugins;
+mod runs;
 mod train;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (plugin-api ",
-    env!("RETORT_ABI_VERSION"),
-    ")"
-);
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (plugin-api ", env!("RETORT_ABI_VERSION"), ")");
 
 /// Retort: knowledge distillation with compiled, hot-swappable method plugins.
 #[derive(Parser)]
@@ -43,11 +39,24 @@ enum Command {
         /// Stop after this many optimizer steps, leaving a resumable checkpoint.
         #[arg(long)]
         stop_after: Option<u64>,
+        /// Follow the config file and the plugin libraries in use: changes are applied at the next
+        /// step boundary (a failed change keeps the old version running).
+        #[arg(long)]
+        watch: bool,
+        /// A plugin crate directory to rebuild (`cargo build --release`) and swap in whenever its
+        /// sources change; repeatable; implies --watch.
+        #[arg(long = "dev", value_name = "CRATE_DIR")]
+        dev: Vec<PathBuf>,
     },
     /// Re-evaluate the saved models of a run directory on the test set.
     Eval {
         /// The run directory (`runs/<name>`).
         run_dir: PathBuf,
+    },
+    /// Inspect run directories.
+    Runs {
+        #[command(subcommand)]
+        command: runs::RunsCommand,
     },
     /// Validate or print configs.
     Config {
@@ -68,9 +77,7 @@ enum Command {
 /// Sets up `tracing` on stderr; `RUST_LOG` filters (default `warn`).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -81,12 +88,11 @@ pub fn init_logging(format: LogFormat) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins { command, plugin_dirs } => plugins::run(command, &plugin_dirs),
-        Command::Train {
-            file,
-            resume,
-            stop_after,
-        } => train::train(file, resume, stop_after),
+        Command::Train { file, resume, stop_after, watch, dev } => {
+            train::train(train::TrainArgs { file, resume, stop_after, watch, dev })
+        }
         Command::Eval { run_dir } => train::eval(run_dir),
+        Command::Runs { command } => runs::run(command),
         Command::Config { command } => train::config(command),
     }
 }

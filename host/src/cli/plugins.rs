@@ -33,19 +33,9 @@ pub fn run(cmd: PluginsCommand, extra_dirs: &[PathBuf]) -> anyhow::Result<ExitCo
                 let known: Vec<&str> = reg.entries().iter().map(|e| e.meta.name.as_str()).collect();
                 anyhow::bail!("no plugin named `{name}` (known: {})", known.join(", "));
             };
-            println!(
-                "{} ({} plugin, version {})",
-                e.meta.name,
-                e.meta.kind_name(),
-                e.meta.version
-            );
+            println!("{} ({} plugin, version {})", e.meta.name, e.meta.kind_name(), e.meta.version);
             println!("{}", e.meta.summary);
-            println!(
-                "library: {} (plugin-api {}, sha256 {})",
-                e.path.display(),
-                e.abi_version,
-                e.hash
-            );
+            println!("library: {} (plugin-api {}, sha256 {})", e.path.display(), e.abi_version, e.hash);
             if e.meta.params.is_empty() {
                 println!("parameters: none");
             } else {
@@ -60,12 +50,7 @@ pub fn run(cmd: PluginsCommand, extra_dirs: &[PathBuf]) -> anyhow::Result<ExitCo
         }
         PluginsCommand::Check { path } => match Library::load(&path) {
             Ok(lib) => {
-                println!(
-                    "ok: {} (plugin-api {}, sha256 {})",
-                    path.display(),
-                    lib.abi_version(),
-                    lib.hash()
-                );
+                println!("ok: {} (plugin-api {}, sha256 {})", path.display(), lib.abi_version(), lib.hash());
                 for p in lib.plugins() {
                     println!("  {} {} {}", p.kind_name(), p.name, p.version);
                 }

@@ -47,9 +47,7 @@ pub fn config(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { file } => {
             let cfg = load(file.as_ref())?;
-            let name = file
-                .map(|f| f.display().to_string())
-                .unwrap_or_else(|| "built-in default".into());
+            let name = file.map(|f| f.display().to_string()).unwrap_or_else(|| "built-in default".into());
             println!("ok: {name} ({} stages, {} models)", cfg.stages.len(), cfg.models.len());
         }
         ConfigCommand::Show { file } => print!("{}", load(file.as_ref())?.to_toml()),
@@ -57,26 +55,37 @@ pub fn config(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `retort train [FILE] [--resume RUN_DIR] [--stop-after N]`.
-pub fn train(file: Option<PathBuf>, resume: Option<PathBuf>, stop_after: Option<u64>) -> anyhow::Result<ExitCode> {
-    let (cfg, resume) = match resume {
+/// What `retort train` was asked to do.
+pub struct TrainArgs {
+    pub file: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub stop_after: Option<u64>,
+    pub watch: bool,
+    pub dev: Vec<PathBuf>,
+}
+
+/// `retort train [FILE] [--resume RUN_DIR] [--stop-after N] [--watch] [--dev CRATE]…`.
+pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let TrainArgs { file, resume, stop_after, watch, dev } = args;
+    let watch = watch || !dev.is_empty();
+    let (cfg, resume, followed) = match resume {
         Some(dir) => {
-            let f = dir.join("config.toml");
+            // The config as live changes left it at the checkpoint, else as the run started.
+            let live = dir.join("checkpoint").join("config.toml");
+            let f = if live.exists() { live } else { dir.join("config.toml") };
             let cfg = load_file(&f).with_context(|| format!("cannot resume {}", dir.display()))?;
-            (cfg, true)
+            (cfg, true, Some(dir.join("config.toml")))
         }
-        None => (load(file.as_ref())?, false),
+        None => (load(file.as_ref())?, false, file.clone()),
+    };
+    let watch = match (watch, followed) {
+        (true, Some(f)) => Some(f),
+        (true, None) => anyhow::bail!("--watch and --dev need a config file to follow"),
+        (false, _) => None,
     };
     set_threads(&cfg);
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut trainer = Trainer::new(
-        cfg,
-        TrainOptions {
-            resume,
-            stop_after,
-            progress,
-        },
-    )?;
+    let mut trainer = Trainer::new(cfg, TrainOptions { watch, dev, resume, stop_after, progress })?;
     let dir = trainer.run_dir().to_path_buf();
     match trainer.run()? {
         Outcome::Finished(report) => {
@@ -84,10 +93,7 @@ pub fn train(file: Option<PathBuf>, resume: Option<PathBuf>, stop_after: Option<
             println!("run directory: {}", dir.display());
         }
         Outcome::Stopped(step) => {
-            println!(
-                "stopped after step {step}; continue with: retort train --resume {}",
-                dir.display()
-            );
+            println!("stopped after step {step}; continue with: retort train --resume {}", dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -112,15 +118,11 @@ pub fn eval(dir: PathBuf) -> anyhow::Result<ExitCode> {
         Outcome::Stopped(_) => anyhow::bail!("evaluation stopped unexpectedly"),
     };
     let _ = std::fs::remove_dir_all(trainer.run_dir());
-    let saved: Option<Report> = std::fs::read(dir.join("report.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let saved: Option<Report> =
+        std::fs::read(dir.join("report.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
     print!("{}", out.table());
     if let Some(s) = saved {
-        let same = s
-            .models
-            .iter()
-            .all(|(k, m)| out.models.get(k).is_some_and(|o| o.test_errors == m.test_errors));
+        let same = s.models.iter().all(|(k, m)| out.models.get(k).is_some_and(|o| o.test_errors == m.test_errors));
         println!("matches report.json: {}", if same { "yes" } else { "NO" });
     }
     Ok(ExitCode::SUCCESS)

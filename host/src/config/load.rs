@@ -39,10 +39,7 @@ const ENV_PREFIX: &str = "RETORT__";
 /// `RETORT__DATA__BATCH_SIZE` → `data.batch_size`, for every override in the environment.
 fn env_overrides() -> Vec<(String, String)> {
     std::env::vars()
-        .filter_map(|(k, _)| {
-            k.strip_prefix(ENV_PREFIX)
-                .map(|rest| (rest.to_lowercase().replace("__", "."), k.clone()))
-        })
+        .filter_map(|(k, _)| k.strip_prefix(ENV_PREFIX).map(|rest| (rest.to_lowercase().replace("__", "."), k.clone())))
         .collect()
 }
 
@@ -58,11 +55,7 @@ fn format_of(path: &Path) -> Option<FileFormat> {
 /// Loads a config file (TOML, YAML or JSON by extension) with environment overrides.
 pub fn load_file(path: &Path) -> Result<RunConfig, ConfigError> {
     let src = ConfigSource::File(path.to_path_buf());
-    let err = |message: String| ConfigError {
-        source_name: src.to_string(),
-        key: None,
-        message,
-    };
+    let err = |message: String| ConfigError { source_name: src.to_string(), key: None, message };
     if !path.exists() {
         return Err(err("no such file".into()));
     }
@@ -76,38 +69,19 @@ pub fn load_str(text: &str, format: FileFormat, source: ConfigSource) -> Result<
     let source_name = source.to_string();
     let built = Config::builder()
         .add_source(File::from_str(text, format))
-        .add_source(
-            Environment::with_prefix("RETORT")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        )
+        .add_source(Environment::with_prefix("RETORT").prefix_separator("__").separator("__").try_parsing(true))
         .build()
-        .map_err(|e| ConfigError {
-            source_name: source_name.clone(),
-            key: None,
-            message: e.to_string(),
-        })?;
+        .map_err(|e| ConfigError { source_name: source_name.clone(), key: None, message: e.to_string() })?;
     let cfg: RunConfig = serde_path_to_error::deserialize(built).map_err(|e| {
         let key = e.path().to_string();
-        let env = env_overrides()
-            .into_iter()
-            .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")));
+        let env = env_overrides().into_iter().find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")));
         let mut message = e.into_inner().to_string();
         if let Some((_, var)) = env {
             message.push_str(&format!(" (set by environment variable {var})"));
         }
-        ConfigError {
-            source_name: source_name.clone(),
-            key: (key != ".").then_some(key),
-            message,
-        }
+        ConfigError { source_name: source_name.clone(), key: (key != ".").then_some(key), message }
     })?;
-    validate(&cfg).map_err(|(key, message)| ConfigError {
-        source_name,
-        key: Some(key),
-        message,
-    })?;
+    validate(&cfg).map_err(|(key, message)| ConfigError { source_name, key: Some(key), message })?;
     Ok(cfg)
 }
 
@@ -117,38 +91,25 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
     if !["mnist", "fashion-mnist"].contains(&cfg.data.dataset.as_str()) {
         return fail(
             "data.dataset",
-            format!(
-                "unknown dataset `{}`: expected `mnist` or `fashion-mnist`",
-                cfg.data.dataset
-            ),
+            format!("unknown dataset `{}`: expected `mnist` or `fashion-mnist`", cfg.data.dataset),
         );
     }
     if cfg.data.batch_size == 0 || cfg.data.eval_batch_size == 0 {
         return fail("data.batch_size", "batch sizes must be > 0".into());
     }
     if cfg.run.name.is_empty() || cfg.run.name.contains(['/', '\\']) {
-        return fail(
-            "run.name",
-            format!("`{}` must be a non-empty name without path separators", cfg.run.name),
-        );
+        return fail("run.name", format!("`{}` must be a non-empty name without path separators", cfg.run.name));
     }
     if cfg.stages.is_empty() {
         return fail("stages", "at least one stage is needed".into());
     }
     let slots: Vec<&String> = cfg.models.keys().collect();
-    let mut ready: Vec<&str> = cfg
-        .models
-        .iter()
-        .filter(|(_, m)| m.checkpoint.is_some())
-        .map(|(k, _)| k.as_str())
-        .collect();
+    let mut ready: Vec<&str> =
+        cfg.models.iter().filter(|(_, m)| m.checkpoint.is_some()).map(|(k, _)| k.as_str()).collect();
     for (i, st) in cfg.stages.iter().enumerate() {
         let key = |f: &str| format!("stages[{i}].{f}");
         if !cfg.models.contains_key(&st.train) {
-            return fail(
-                &key("train"),
-                format!("no model slot `{}` (slots: {slots:?})", st.train),
-            );
+            return fail(&key("train"), format!("no model slot `{}` (slots: {slots:?})", st.train));
         }
         if let Some(t) = &st.teacher {
             if !cfg.models.contains_key(t) {
@@ -172,16 +133,10 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
         }
         for (j, l) in st.losses.iter().enumerate() {
             if !l.weight.is_finite() {
-                return fail(
-                    &format!("stages[{i}].losses[{j}].weight"),
-                    format!("{} is not finite", l.weight),
-                );
+                return fail(&format!("stages[{i}].losses[{j}].weight"), format!("{} is not finite", l.weight));
             }
             if !l.params.is_object() {
-                return fail(
-                    &format!("stages[{i}].losses[{j}].params"),
-                    "must be a table of parameters".into(),
-                );
+                return fail(&format!("stages[{i}].losses[{j}].params"), "must be a table of parameters".into());
             }
         }
         ready.push(st.train.as_str());
@@ -277,10 +232,7 @@ mod tests {
     fn wrong_type_names_key_value_and_expectation() {
         let e = load(&MINIMAL.replace("epochs = 1", "epochs = \"many\"")).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("stages[0].epochs") && msg.contains("many") && msg.contains("integer"),
-            "{msg}"
-        );
+        assert!(msg.contains("stages[0].epochs") && msg.contains("many") && msg.contains("integer"), "{msg}");
     }
 
     #[test]
@@ -307,9 +259,6 @@ mod tests {
         assert!(load_file(&p).unwrap_err().to_string().contains("at least one stage"));
         let p = dir.path().join("run.toml");
         std::fs::write(&p, "[run\nname=").unwrap();
-        assert!(load_file(&p)
-            .unwrap_err()
-            .to_string()
-            .starts_with(&p.display().to_string()));
+        assert!(load_file(&p).unwrap_err().to_string().starts_with(&p.display().to_string()));
     }
 }

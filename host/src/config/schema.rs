@@ -155,13 +155,7 @@ pub enum OptimizerSection {
 
 impl Default for OptimizerSection {
     fn default() -> Self {
-        OptimizerSection::Adamw {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        }
+        OptimizerSection::Adamw { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -185,13 +179,7 @@ pub struct ScheduleSection {
 
 impl Default for ScheduleSection {
     fn default() -> Self {
-        ScheduleSection {
-            kind: ScheduleKind::Constant,
-            warmup_steps: 0,
-            step_epochs: 1.0,
-            gamma: 0.1,
-            min_factor: 0.0,
-        }
+        ScheduleSection { kind: ScheduleKind::Constant, warmup_steps: 0, step_epochs: 1.0, gamma: 0.1, min_factor: 0.0 }
     }
 }
 
@@ -249,11 +237,7 @@ pub struct EvalSection {
 
 impl Default for EvalSection {
     fn default() -> Self {
-        EvalSection {
-            every_epochs: 1,
-            ece_bins: 15,
-            reference: None,
-        }
+        EvalSection { every_epochs: 1, ece_bins: 15, reference: None }
     }
 }
 
@@ -280,10 +264,7 @@ pub struct LoggingSection {
 
 impl Default for LoggingSection {
     fn default() -> Self {
-        LoggingSection {
-            every_steps: 50,
-            progress: true,
-        }
+        LoggingSection { every_steps: 50, progress: true }
     }
 }
 

@@ -48,9 +48,7 @@ impl BatchPlan {
     fn order(&self, n: usize, epoch: u64) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..n).collect();
         if self.shuffle {
-            idx.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            ));
+            idx.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
         }
         idx
     }
@@ -75,11 +73,7 @@ impl BatchPlan {
             let src = &data.images[i * p..(i + 1) * p];
             let dst = &mut x[k * p..(k + 1) * p];
             let j = self.jitter as i64;
-            let (dy, dx) = if j > 0 {
-                (rng.random_range(-j..=j), rng.random_range(-j..=j))
-            } else {
-                (0, 0)
-            };
+            let (dy, dx) = if j > 0 { (rng.random_range(-j..=j), rng.random_range(-j..=j)) } else { (0, 0) };
             for r in 0..h as i64 {
                 for c in 0..w as i64 {
                     let (sr, sc) = (r - dy, c - dx);
@@ -158,15 +152,7 @@ mod tests {
     }
 
     fn plan(jitter: usize) -> BatchPlan {
-        BatchPlan {
-            batch_size: 4,
-            shuffle: true,
-            jitter,
-            mean: 0.0,
-            std: 1.0,
-            seed: 3,
-            drop_last: false,
-        }
+        BatchPlan { batch_size: 4, shuffle: true, jitter, mean: 0.0, std: 1.0, seed: 3, drop_last: false }
     }
 
     #[test]
@@ -179,11 +165,7 @@ mod tests {
         let again: Vec<Vec<u32>> = Batches::start(toy(), plan(1), 2, 1, Device::Cpu)
             .map(|b| b.unwrap().labels.to_vec1::<u32>().unwrap())
             .collect();
-        assert_eq!(
-            &all[1..],
-            &again[..],
-            "starting at batch 1 gives the same remaining batches"
-        );
+        assert_eq!(&all[1..], &again[..], "starting at batch 1 gives the same remaining batches");
         let other: Vec<Vec<u32>> = Batches::start(toy(), plan(1), 3, 0, Device::Cpu)
             .map(|b| b.unwrap().labels.to_vec1::<u32>().unwrap())
             .collect();
@@ -192,25 +174,13 @@ mod tests {
 
     #[test]
     fn jitter_shifts_with_background_fill() {
-        let p = BatchPlan {
-            shuffle: false,
-            batch_size: 10,
-            ..plan(0)
-        };
-        let x0 = Batches::start(toy(), p.clone(), 0, 0, Device::Cpu)
-            .next()
-            .unwrap()
-            .unwrap()
-            .images;
+        let p = BatchPlan { shuffle: false, batch_size: 10, ..plan(0) };
+        let x0 = Batches::start(toy(), p.clone(), 0, 0, Device::Cpu).next().unwrap().unwrap().images;
         assert_eq!(x0.dims(), &[10, 1, 2, 2]);
         let first: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap()[..4].to_vec();
         assert_eq!(first, vec![0.0, 6.0 / 255.0, 12.0 / 255.0, 18.0 / 255.0]);
         let pj = BatchPlan { jitter: 1, ..p };
-        let xj = Batches::start(toy(), pj, 0, 0, Device::Cpu)
-            .next()
-            .unwrap()
-            .unwrap()
-            .images;
+        let xj = Batches::start(toy(), pj, 0, 0, Device::Cpu).next().unwrap().unwrap().images;
         assert_ne!(
             x0.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             xj.flatten_all().unwrap().to_vec1::<f32>().unwrap()

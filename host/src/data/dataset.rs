@@ -112,13 +112,7 @@ impl Dataset {
             )));
         }
         let classes = labels.data.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
-        Ok(Dataset {
-            height: images.dims[1],
-            width: images.dims[2],
-            images: images.data,
-            labels: labels.data,
-            classes,
-        })
+        Ok(Dataset { height: images.dims[1], width: images.dims[2], images: images.data, labels: labels.data, classes })
     }
 
     /// Loads one split of the dataset described by `spec`.
@@ -130,9 +124,7 @@ impl Dataset {
         if spec.validation == 0 {
             return match split {
                 Split::Train => Ok(train),
-                _ => Err(DataError::Invalid(
-                    "no validation split configured (data.validation = 0)".into(),
-                )),
+                _ => Err(DataError::Invalid("no validation split configured (data.validation = 0)".into())),
             };
         }
         if spec.validation >= train.len() {
@@ -145,11 +137,7 @@ impl Dataset {
         let mut idx: Vec<usize> = (0..train.len()).collect();
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.seed ^ 0x005e_ed0f_0a1d));
         let (val, tr) = idx.split_at(spec.validation);
-        let mut pick = if split == Split::Validation {
-            val.to_vec()
-        } else {
-            tr.to_vec()
-        };
+        let mut pick = if split == Split::Validation { val.to_vec() } else { tr.to_vec() };
         pick.sort_unstable();
         Ok(train.select(&pick))
     }

@@ -18,28 +18,12 @@ const TYPE_U8: u8 = 0x08;
 /// Reads an IDX file of unsigned bytes (`.gz` is decompressed), validating magic, dims and length.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     let p = path.display().to_string();
-    let fmt = |reason: String| DataError::Format {
-        path: p.clone(),
-        reason,
-    };
-    let file = File::open(path).map_err(|source| DataError::Io {
-        path: p.clone(),
-        source,
-    })?;
+    let fmt = |reason: String| DataError::Format { path: p.clone(), reason };
+    let file = File::open(path).map_err(|source| DataError::Io { path: p.clone(), source })?;
     let mut bytes = Vec::new();
     let gz = path.extension().is_some_and(|e| e == "gz");
-    let r = if gz {
-        GzDecoder::new(file).read_to_end(&mut bytes)
-    } else {
-        { file }.read_to_end(&mut bytes)
-    };
-    r.map_err(|e| {
-        fmt(if gz {
-            format!("not a valid gzip stream ({e})")
-        } else {
-            e.to_string()
-        })
-    })?;
+    let r = if gz { GzDecoder::new(file).read_to_end(&mut bytes) } else { { file }.read_to_end(&mut bytes) };
+    r.map_err(|e| fmt(if gz { format!("not a valid gzip stream ({e})") } else { e.to_string() }))?;
     parse_idx(&bytes).map_err(fmt)
 }
 
@@ -55,10 +39,7 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
         ));
     }
     if bytes[2] != TYPE_U8 {
-        return Err(format!(
-            "element type 0x{:02x} is not supported (only unsigned bytes, 0x08)",
-            bytes[2]
-        ));
+        return Err(format!("element type 0x{:02x} is not supported (only unsigned bytes, 0x08)", bytes[2]));
     }
     let ndims = bytes[3] as usize;
     if ndims == 0 || ndims > 4 {
@@ -66,10 +47,7 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     }
     let header = 4 + 4 * ndims;
     if bytes.len() < header {
-        return Err(format!(
-            "truncated header: {ndims} dims need {header} bytes, file has {}",
-            bytes.len()
-        ));
+        return Err(format!("truncated header: {ndims} dims need {header} bytes, file has {}", bytes.len()));
     }
     let dims: Vec<usize> = (0..ndims)
         .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
@@ -78,15 +56,9 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     let body = &bytes[header..];
     if body.len() != n {
         let what = if body.len() < n { "truncated" } else { "trailing bytes" };
-        return Err(format!(
-            "{what}: dims {dims:?} need {n} bytes of data, found {}",
-            body.len()
-        ));
+        return Err(format!("{what}: dims {dims:?} need {n} bytes of data, found {}", body.len()));
     }
-    Ok(IdxArray {
-        dims,
-        data: body.to_vec(),
-    })
+    Ok(IdxArray { dims, data: body.to_vec() })
 }
 
 #[cfg(test)]

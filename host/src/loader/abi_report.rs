@@ -40,11 +40,8 @@ pub fn summarize(errs: &AbiInstabilityErrors) -> String {
         if reasons.is_empty() {
             reasons.push("layout mismatch".to_string());
         }
-        let at = if path.is_empty() {
-            "the root module".to_string()
-        } else {
-            format!("PluginModule.{}", path.join("."))
-        };
+        let at =
+            if path.is_empty() { "the root module".to_string() } else { format!("PluginModule.{}", path.join(".")) };
         lines.push(format!("{} at {at}", reasons.join("; ")));
     }
     if lines.is_empty() {

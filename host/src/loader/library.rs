@@ -74,10 +74,7 @@ pub struct Library {
 
 impl std::fmt::Debug for Library {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Library")
-            .field("path", &self.path)
-            .field("hash", &self.hash)
-            .finish()
+        f.debug_struct("Library").field("path", &self.path).field("hash", &self.hash).finish()
     }
 }
 
@@ -88,16 +85,9 @@ fn copy_dir() -> PathBuf {
 impl Library {
     /// Loads and checks the library at `path` (via a private copy, so the original can be rebuilt).
     pub fn load(path: &Path) -> Result<Arc<Library>> {
-        let fail = |reason: String| HostError::Load {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let fail = |reason: String| HostError::Load { path: path.to_path_buf(), reason };
         let bytes = fs::read(path).map_err(|e| fail(e.to_string()))?;
-        let hash: String = Sha256::digest(&bytes)
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash: String = Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect();
         let dir = copy_dir();
         fs::create_dir_all(&dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
@@ -113,14 +103,8 @@ impl Library {
     }
 
     fn open(path: &Path, copy: &Path, hash: String) -> Result<Library> {
-        let fail = |reason: String| HostError::Load {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let incompatible = |summary: String| HostError::Incompatible {
-            path: path.to_path_buf(),
-            summary,
-        };
+        let fail = |reason: String| HostError::Load { path: path.to_path_buf(), reason };
+        let incompatible = |summary: String| HostError::Incompatible { path: path.to_path_buf(), summary };
         // SAFETY: loading runs the library's initialisers; plugin libraries are trusted code.
         let lib = unsafe { libloading::Library::new(copy) }.map_err(|e| fail(e.to_string()))?;
         let header: &'static LibHeader = {
@@ -131,8 +115,7 @@ impl Library {
             // `AbiHeader` that `AbiHeaderRef` points to; it stays valid while `lib` is loaded, and
             // every user of the module holds the `Library`.
             let href: AbiHeaderRef = *sym;
-            href.upgrade()
-                .map_err(|e| incompatible(format!("abi_stable header: {e}")))?
+            href.upgrade().map_err(|e| incompatible(format!("abi_stable header: {e}")))?
         };
         let found = header.version_strings().version.as_str().to_string();
         let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
@@ -142,9 +125,7 @@ impl Library {
             )));
         }
         let Some(layout) = header.layout() else {
-            return Err(incompatible(
-                "the library carries no layout information to check".into(),
-            ));
+            return Err(incompatible("the library carries no layout information to check".into()));
         };
         let expected = <PluginModuleRef as StableAbi>::LAYOUT;
         // abi_stable accepts a prefix type only when the interface has no more fields than the
@@ -227,29 +208,20 @@ impl Library {
 
     /// The description of plugin `name` of `kind`, or an error listing what the library has.
     pub fn meta(&self, name: &str, kind_code: u32) -> Result<PluginMeta> {
-        self.plugins
-            .iter()
-            .find(|p| p.name == name && p.kind == kind_code)
-            .cloned()
-            .ok_or_else(|| HostError::NotFound {
+        self.plugins.iter().find(|p| p.name == name && p.kind == kind_code).cloned().ok_or_else(|| {
+            HostError::NotFound {
                 kind: kind::name(kind_code),
                 name: name.to_string(),
-                known: self
-                    .plugins
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+                known: self.plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+            }
+        })
     }
 }
 
 /// Whether `path` is still mapped into this process.
 pub fn is_mapped(path: &Path) -> bool {
     let Some(p) = path.to_str() else { return false };
-    fs::read_to_string("/proc/self/maps")
-        .map(|m| m.lines().any(|l| l.ends_with(p)))
-        .unwrap_or(false)
+    fs::read_to_string("/proc/self/maps").map(|m| m.lines().any(|l| l.ends_with(p))).unwrap_or(false)
 }
 
 impl Drop for Library {

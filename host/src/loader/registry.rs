@@ -35,10 +35,7 @@ pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("RETORT_PLUGIN_PATH") {
         dirs.extend(std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()));
     }
-    if let Some(exe_dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         dirs.push(exe_dir);
     }
     dirs
@@ -78,10 +75,8 @@ impl Registry {
         match Library::load(path) {
             Ok(lib) => {
                 for meta in lib.plugins() {
-                    if let Some(prev) = self
-                        .entries
-                        .iter()
-                        .find(|e| e.meta.name == meta.name && e.meta.kind == meta.kind)
+                    if let Some(prev) =
+                        self.entries.iter().find(|e| e.meta.name == meta.name && e.meta.kind == meta.kind)
                     {
                         self.problems.push(format!(
                             "duplicate {} plugin `{}`: {} and {}; using the first",
@@ -119,10 +114,8 @@ impl Registry {
 
     /// The plugin `name` of `kind`, or an error listing the known ones of that kind.
     pub fn find(&self, name: &str, kind_code: u32) -> Result<&Entry> {
-        self.entries
-            .iter()
-            .find(|e| e.meta.name == name && e.meta.kind == kind_code)
-            .ok_or_else(|| HostError::NotFound {
+        self.entries.iter().find(|e| e.meta.name == name && e.meta.kind == kind_code).ok_or_else(|| {
+            HostError::NotFound {
                 kind: kind::name(kind_code),
                 name: name.into(),
                 known: self
@@ -132,7 +125,8 @@ impl Registry {
                     .map(|e| e.meta.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-            })
+            }
+        })
     }
 
     /// Loads the library that provides plugin `name` of `kind`.

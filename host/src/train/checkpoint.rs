@@ -28,6 +28,22 @@ pub struct LoopState {
     pub plugin_states: BTreeMap<String, Vec<u8>>,
     /// Seconds spent training each model slot so far.
     pub train_seconds: BTreeMap<String, f64>,
+    /// Revision of the live config (0 = as started; +1 per applied change).
+    #[serde(default)]
+    pub config_rev: u64,
+    /// The library build behind every plugin slot.
+    #[serde(default)]
+    pub libraries: BTreeMap<String, LibRef>,
+}
+
+/// Which build of which plugin fills a slot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LibRef {
+    pub plugin: String,
+    /// The library file it was loaded from (and is watched at).
+    pub path: std::path::PathBuf,
+    /// Short sha256 of that build.
+    pub hash: String,
 }
 
 /// Writes `state` and `weights` (+ optimizer moments) into `dir`.
@@ -84,9 +100,5 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded, String> {
             weights.insert(k, t);
         }
     }
-    Ok(Loaded {
-        state,
-        weights,
-        optimizer: moments.into_iter().collect(),
-    })
+    Ok(Loaded { state, weights, optimizer: moments.into_iter().collect() })
 }

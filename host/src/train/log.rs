@@ -17,28 +17,17 @@ impl JsonLines {
     /// Opens (creating) `path` for appending.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(JsonLines {
-            path: path.to_path_buf(),
-            file,
-        })
+        Ok(JsonLines { path: path.to_path_buf(), file })
     }
 
-    /// Drops the records written after a checkpoint at `step` (before resuming from it): train
-    /// records after `step`, and evaluation records at `step` unless the checkpoint closed a stage
-    /// (then its evaluation came before it).
-    pub fn truncate_after(path: &Path, step: u64, stage_done: bool) -> std::io::Result<()> {
+    /// Keeps only the records for which `keep` is true (dropping what was written after the
+    /// checkpoint a run resumes from).
+    pub fn retain(path: &Path, keep: impl Fn(&Value) -> bool) -> std::io::Result<()> {
         let Ok(f) = File::open(path) else { return Ok(()) };
         let kept: Vec<String> = BufReader::new(f)
             .lines()
             .map_while(Result::ok)
-            .filter(|l| {
-                let Ok(v) = serde_json::from_str::<Value>(l) else {
-                    return false;
-                };
-                let s = v.get("step").and_then(Value::as_u64).unwrap_or(0);
-                let eval = v.get("type").and_then(Value::as_str) == Some("eval");
-                s < step || (s == step && (!eval || stage_done))
-            })
+            .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| keep(&v)))
             .collect();
         let tmp = path.with_extension("jsonl.tmp");
         let mut out = File::create(&tmp)?;
@@ -63,10 +52,7 @@ impl JsonLines {
 
 /// Writes `bytes` to `path` atomically (a temporary file in the same directory, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -37,13 +37,7 @@ pub fn log_softmax_row(z: &[f32]) -> Vec<f64> {
 }
 
 fn argmax(v: &[f64]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold(
-            (0, f64::NEG_INFINITY),
-            |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) },
-        )
-        .0
+    v.iter().enumerate().fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
 }
 
 impl MetricsAccumulator {
@@ -82,11 +76,8 @@ impl MetricsAccumulator {
             if let Some(r) = reference {
                 let lr = log_softmax_row(&r[i * classes..(i + 1) * classes]);
                 self.agree += usize::from(argmax(&lr) == pred);
-                self.kl += lr
-                    .iter()
-                    .zip(&lp)
-                    .map(|(&a, &b)| if a.is_finite() { a.exp() * (a - b) } else { 0.0 })
-                    .sum::<f64>();
+                self.kl +=
+                    lr.iter().zip(&lp).map(|(&a, &b)| if a.is_finite() { a.exp() * (a - b) } else { 0.0 }).sum::<f64>();
             }
         }
     }

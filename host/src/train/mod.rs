@@ -1,5 +1,6 @@
 //! The trainer: stages of training with plugin models and losses, evaluation, checkpoints.
 pub mod checkpoint;
+mod live;
 pub mod log;
 pub mod metrics;
 pub mod optim;

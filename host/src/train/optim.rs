@@ -45,12 +45,9 @@ impl InplaceOp2 for Update<'_> {
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
         let g = slice(s2, l2)?;
-        let (a, b) = l1
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("non-contiguous parameter".into()))?;
-        let CpuStorage::F32(pv) = s1 else {
-            candle_core::bail!("optimizer: only f32 parameters are supported")
-        };
+        let (a, b) =
+            l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("non-contiguous parameter".into()))?;
+        let CpuStorage::F32(pv) = s1 else { candle_core::bail!("optimizer: only f32 parameters are supported") };
         let p = &mut pv[a..b];
         if p.len() != g.len() {
             candle_core::bail!("optimizer: parameter has {} elements, gradient {}", p.len(), g.len());
@@ -58,12 +55,7 @@ impl InplaceOp2 for Update<'_> {
         let mut st = self.state.borrow_mut();
         let lr = self.lr;
         match *self.kind {
-            OptimizerSection::Sgd {
-                momentum,
-                nesterov,
-                weight_decay,
-                ..
-            } => {
+            OptimizerSection::Sgd { momentum, nesterov, weight_decay, .. } => {
                 let (mu, wd) = (momentum as f32, weight_decay as f32);
                 if mu == 0.0 {
                     for (w, &gi) in p.iter_mut().zip(g) {
@@ -83,13 +75,7 @@ impl InplaceOp2 for Update<'_> {
                     }
                 }
             }
-            OptimizerSection::Adamw {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                ..
-            } => {
+            OptimizerSection::Adamw { beta1, beta2, eps, weight_decay, .. } => {
                 let (b1, b2, e, wd) = (beta1 as f32, beta2 as f32, eps as f32, weight_decay as f32);
                 if st.m.len() != p.len() {
                     st.m = vec![0.0; p.len()];
@@ -117,12 +103,7 @@ impl Optimizer {
     /// An optimizer for `params` (name, variable).
     pub fn new(kind: OptimizerSection, params: Vec<(String, Var)>) -> Self {
         let state = vec![ParamState::default(); params.len()];
-        Optimizer {
-            kind,
-            params,
-            state,
-            steps: 0,
-        }
+        Optimizer { kind, params, state, steps: 0 }
     }
 
     /// The configured base learning rate.
@@ -139,12 +120,7 @@ impl Optimizer {
         for ((_, var), st) in self.params.iter().zip(self.state.iter_mut()) {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let g = g.contiguous()?;
-            let upd = Update {
-                kind: &self.kind,
-                lr: lr as f32,
-                step: self.steps,
-                state: RefCell::new(st),
-            };
+            let upd = Update { kind: &self.kind, lr: lr as f32, step: self.steps, state: RefCell::new(st) };
             var.as_tensor().inplace_op2(&g, &upd)?;
         }
         Ok(())
@@ -159,11 +135,7 @@ impl Optimizer {
         let mut total = 0f64;
         for (_, var) in &self.params {
             if let Some(g) = grads.get(var.as_tensor()) {
-                total += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
+                total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             }
         }
         let norm = total.sqrt();
@@ -180,11 +152,7 @@ impl Optimizer {
 
     /// Moments by parameter name, for checkpoints.
     pub fn state(&self) -> Vec<(String, ParamState)> {
-        self.params
-            .iter()
-            .map(|(n, _)| n.clone())
-            .zip(self.state.iter().cloned())
-            .collect()
+        self.params.iter().map(|(n, _)| n.clone()).zip(self.state.iter().cloned()).collect()
     }
 
     /// Restores moments saved by [`Optimizer::state`].
@@ -231,14 +199,7 @@ mod tests {
     }
 
     fn grads_for(var: &Var, target: &Tensor) -> candle_core::backprop::GradStore {
-        (var.as_tensor() - target)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap()
+        (var.as_tensor() - target).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap()
     }
 
     #[test]
@@ -246,13 +207,7 @@ mod tests {
         let w0 = Tensor::new(&[1f32, -2.0, 0.5, 3.0], &Device::Cpu).unwrap();
         let target = Tensor::new(&[0f32, 0.0, 1.0, 1.0], &Device::Cpu).unwrap();
         let var = Var::from_tensor(&w0).unwrap();
-        let kind = OptimizerSection::Adamw {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        };
+        let kind = OptimizerSection::Adamw { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
         let mut opt = Optimizer::new(kind, vec![("w".into(), var.clone())]);
         let (mut w, mut m, mut v) = (w0.clone(), w0.zeros_like().unwrap(), w0.zeros_like().unwrap());
         for t in 1..=3 {
@@ -271,23 +226,13 @@ mod tests {
     fn sgd_momentum_and_nesterov() {
         let var = Var::from_tensor(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
         let target = Tensor::new(&[0f32], &Device::Cpu).unwrap();
-        let kind = OptimizerSection::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-        };
+        let kind = OptimizerSection::Sgd { lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
         let mut opt = Optimizer::new(kind, vec![("w".into(), var.clone())]);
         opt.step(&grads_for(&var, &target), 0.1).unwrap(); // g = 2, buf = 2, w = 0.8
         opt.step(&grads_for(&var, &target), 0.1).unwrap(); // g = 1.6, buf = 3.4, w = 0.46
         assert!((var.as_tensor().to_vec1::<f32>().unwrap()[0] - 0.46).abs() < 1e-6);
         let var = Var::from_tensor(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
-        let kind = OptimizerSection::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            nesterov: true,
-            weight_decay: 0.0,
-        };
+        let kind = OptimizerSection::Sgd { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.0 };
         let mut opt = Optimizer::new(kind, vec![("w".into(), var.clone())]);
         opt.step(&grads_for(&var, &target), 0.1).unwrap(); // buf = 2, upd = 2 + 1.8 = 3.8, w = 0.62
         assert!((var.as_tensor().to_vec1::<f32>().unwrap()[0] - 0.62).abs() < 1e-6);

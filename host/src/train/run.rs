@@ -13,7 +13,8 @@ use retort_plugin_api::codes::kind;
 use serde_json::json;
 
 use super::{
-    checkpoint::{self, LoopState},
+    checkpoint::{self, LibRef, LoopState},
+    live::Live,
     log::JsonLines,
     metrics::{EvalMetrics, MetricsAccumulator},
     optim::Optimizer,
@@ -31,6 +32,10 @@ use crate::{
 /// How to run.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
+    /// Follow this config file and the plugin libraries in use, applying changes live.
+    pub watch: Option<PathBuf>,
+    /// Plugin crates to rebuild and swap in when their sources change (implies watching).
+    pub dev: Vec<PathBuf>,
     /// Continue from the run directory's checkpoint.
     pub resume: bool,
     /// Stop (leaving a resumable checkpoint) after this many optimizer steps of the run.
@@ -56,23 +61,29 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
 
 /// A run in progress.
 pub struct Trainer {
-    cfg: RunConfig,
-    run_dir: PathBuf,
-    host: Host,
-    registry: Registry,
-    models: BTreeMap<String, ModelInstance>,
+    pub(super) cfg: RunConfig,
+    pub(super) run_dir: PathBuf,
+    pub(super) host: Host,
+    pub(super) registry: Registry,
+    pub(super) models: BTreeMap<String, ModelInstance>,
     train: Arc<Dataset>,
     eval_split: (Split, Arc<Dataset>),
     test: Arc<Dataset>,
     mean_std: (f32, f32),
     metrics: JsonLines,
-    state: LoopState,
+    pub(super) state: LoopState,
     opts: TrainOptions,
     /// Reference logits by split, cleared whenever the reference model trains.
     reference_cache: HashMap<Split, Vec<f32>>,
     /// Slots with weights (trained by a finished stage or loaded).
     ready: Vec<String>,
     resumed: Option<checkpoint::Loaded>,
+    pub(super) live: Option<Live>,
+    pub(super) events: JsonLines,
+    /// The last live event, shown in the progress line.
+    pub(super) status: String,
+    /// Library builds a resumed checkpoint ran with, by slot.
+    pub(super) pinned: BTreeMap<String, LibRef>,
 }
 
 /// `data/<name>` found from `dir`, the working directory or the executable's ancestors.
@@ -91,11 +102,7 @@ pub fn resolve_data_dir(name: &str, dir: Option<&Path>) -> Result<PathBuf> {
         .ok_or_else(|| {
             TrainError::Other(format!(
                 "dataset `{name}` not found; set data.dir (looked in {})",
-                tried
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             ))
         })
 }
@@ -107,16 +114,12 @@ fn device_of(name: &str) -> Result<Device> {
             let idx = s.strip_prefix("cuda:").and_then(|i| i.parse().ok()).unwrap_or(0);
             Device::new_cuda(idx).map_err(|e| TrainError::Other(format!("run.device = \"{s}\": {e}")))
         }
-        other => Err(TrainError::Other(format!(
-            "run.device = \"{other}\": expected \"cpu\" or \"cuda[:N]\""
-        ))),
+        other => Err(TrainError::Other(format!("run.device = \"{other}\": expected \"cpu\" or \"cuda[:N]\""))),
     }
 }
 
 fn stage_seed(seed: u64, name: &str) -> u64 {
-    name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+    name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 impl Trainer {
@@ -158,7 +161,6 @@ impl Trainer {
         }
         let host = Host::new(device, cfg.run.seed);
         let mut ready = Vec::new();
-        let mut models = BTreeMap::new();
         for (slot, m) in &cfg.models {
             if let Some(ck) = &m.checkpoint {
                 let w = candle_core::safetensors::load(ck, &host.device)
@@ -168,23 +170,40 @@ impl Trainer {
                     .map_err(|e| TrainError::Other(format!("models.{slot}.checkpoint {}: {e}", ck.display())))?;
                 ready.push(slot.clone());
             }
-            let lib = registry.load(&m.plugin, kind::MODEL)?;
-            let inst = ModelInstance::new(&host, &lib, &m.plugin, slot, &m.params.to_string())?;
-            models.insert(slot.clone(), inst);
         }
         let metrics_path = run_dir.join("metrics.jsonl");
+        let events_path = run_dir.join("events.jsonl");
         if let Some(r) = &resumed {
-            JsonLines::truncate_after(&metrics_path, r.state.global_step, r.state.stage_done)
-                .map_err(io("metrics.jsonl"))?;
+            // Drop what was written after the checkpoint: train records after its step, evaluations
+            // at its step unless it closed a stage (then they came first), events from its step on.
+            let (step, done) = (r.state.global_step, r.state.stage_done);
+            JsonLines::retain(&metrics_path, |v| {
+                let s = v.get("step").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let eval = v.get("type").and_then(serde_json::Value::as_str) == Some("eval");
+                s < step || (s == step && (!eval || done))
+            })
+            .map_err(io("metrics.jsonl"))?;
+            JsonLines::retain(&events_path, |v| v.get("step").and_then(serde_json::Value::as_u64).unwrap_or(0) < step)
+                .map_err(io("events.jsonl"))?;
+        } else {
+            let _ = std::fs::remove_file(&events_path);
         }
         let metrics = JsonLines::open(&metrics_path).map_err(io("metrics.jsonl"))?;
+        let events = JsonLines::open(&events_path).map_err(io("events.jsonl"))?;
+        let live = match &opts.watch {
+            Some(path) => Some(Live::start(path, &opts.dev)?),
+            None if !opts.dev.is_empty() => {
+                return Err(TrainError::Other("--dev needs --watch and a config file".into()));
+            }
+            None => None,
+        };
         let mut t = Trainer {
             mean_std: Dataset::mean_std(&cfg.data.dataset),
             cfg,
             run_dir,
             host,
             registry,
-            models,
+            models: BTreeMap::new(),
             train,
             eval_split,
             test,
@@ -194,7 +213,16 @@ impl Trainer {
             reference_cache: HashMap::new(),
             ready,
             resumed: None,
+            live,
+            events,
+            status: String::new(),
+            pinned: resumed.as_ref().map(|r| r.state.libraries.clone()).unwrap_or_default(),
         };
+        for (slot, m) in t.cfg.models.clone() {
+            let lib = t.load_plugin(&slot, &m.plugin, kind::MODEL)?;
+            let inst = ModelInstance::new(&t.host, &lib, &m.plugin, &slot, &m.params.to_string())?;
+            t.models.insert(slot, inst);
+        }
         if let Some(r) = resumed {
             t.restore(r)?;
         }
@@ -206,10 +234,7 @@ impl Trainer {
         let mut groups: HashMap<String, HashMap<String, Tensor>> = HashMap::new();
         for (k, t) in &r.weights {
             let (g, n) = k.split_once('.').unwrap_or(("", k));
-            groups
-                .entry(g.to_string())
-                .or_default()
-                .insert(n.to_string(), t.clone());
+            groups.entry(g.to_string()).or_default().insert(n.to_string(), t.clone());
         }
         for (g, w) in groups {
             self.host.params.load(&g, w).map_err(TrainError::Other)?;
@@ -222,17 +247,15 @@ impl Trainer {
                 m.load_state(s)?;
             }
         }
-        let done = if r.state.stage_done {
-            r.state.stage + 1
-        } else {
-            r.state.stage
-        };
+        let done = if r.state.stage_done { r.state.stage + 1 } else { r.state.stage };
         for st in &self.cfg.stages[..done.min(self.cfg.stages.len())] {
             if !self.ready.contains(&st.train) {
                 self.ready.push(st.train.clone());
             }
         }
+        let libraries = std::mem::take(&mut self.state.libraries);
         self.state = r.state.clone();
+        self.state.libraries.extend(libraries);
         self.resumed = Some(r);
         tracing::info!(step = self.state.global_step, stage = self.state.stage, "resuming");
         Ok(())
@@ -251,11 +274,7 @@ impl Trainer {
     /// Runs every remaining stage, then the final evaluation.
     pub fn run(&mut self) -> Result<Outcome> {
         let wall = Instant::now();
-        let first = if self.state.stage_done {
-            self.state.stage + 1
-        } else {
-            self.state.stage
-        };
+        let first = if self.state.stage_done { self.state.stage + 1 } else { self.state.stage };
         for i in first..self.cfg.stages.len() {
             if let Some(step) = self.run_stage(i)? {
                 return Ok(Outcome::Stopped(step));
@@ -274,10 +293,7 @@ impl Trainer {
     /// Trains stage `i`; `Some(step)` when stopped by `stop_after`.
     fn run_stage(&mut self, i: usize) -> Result<Option<u64>> {
         let st = self.cfg.stages[i].clone();
-        let resuming = self
-            .resumed
-            .as_ref()
-            .is_some_and(|r| !r.state.stage_done && r.state.stage == i);
+        let resuming = self.resumed.as_ref().is_some_and(|r| !r.state.stage_done && r.state.stage == i);
         if !resuming {
             self.state.stage = i;
             self.state.stage_done = false;
@@ -304,8 +320,8 @@ impl Trainer {
 
         let mut losses = Vec::new();
         for l in &st.losses {
-            let lib = self.registry.load(&l.plugin, kind::LOSS)?;
             let role = Self::loss_role(&st.name, l);
+            let lib = self.load_plugin(&role, &l.plugin, kind::LOSS)?;
             let mut inst = LossInstance::new(&self.host, &lib, &l.plugin, &role, &l.params.to_string())?;
             if resuming {
                 if let Some(r) = &self.resumed {
@@ -345,34 +361,21 @@ impl Trainer {
             let start_batch = if epoch == start_epoch { self.state.batch } else { 0 };
             self.state.epoch = epoch;
             let t0 = Instant::now();
-            for batch in Batches::start(
-                data.clone(),
-                plan.clone(),
-                epoch as u64,
-                start_batch,
-                self.host.device.clone(),
-            ) {
+            for batch in Batches::start(data.clone(), plan.clone(), epoch as u64, start_batch, self.host.device.clone())
+            {
                 let batch = batch?;
+                self.poll_live(i, &mut losses)?;
                 let step = self.state.stage_step as usize;
                 self.host.taps.clear();
                 let x = &batch.images;
                 let teacher = match &st.teacher {
                     Some(t) => {
-                        let m = self
-                            .models
-                            .get_mut(t)
-                            .ok_or_else(|| TrainError::Other(format!("no model `{t}`")))?;
-                        Some(
-                            m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?
-                                .detach(),
-                        )
+                        let m = self.models.get_mut(t).ok_or_else(|| TrainError::Other(format!("no model `{t}`")))?;
+                        Some(m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?.detach())
                     }
                     None => None,
                 };
-                let student = self
-                    .models
-                    .get_mut(&st.train)
-                    .ok_or_else(|| TrainError::Other("no student".into()))?;
+                let student = self.models.get_mut(&st.train).ok_or_else(|| TrainError::Other("no student".into()))?;
                 let logits = student.forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))?;
                 let mut inputs = Inputs::new()
                     .tensor("student", &logits)
@@ -389,10 +392,7 @@ impl Trainer {
                 for (sec, inst) in losses.iter_mut() {
                     let v = inst.loss(&inputs)?;
                     let w = sec.weight * weight_factor(sec.weight_schedule.as_ref(), step, total, epoch + 1);
-                    terms.insert(
-                        sec.term_name().to_string(),
-                        json!(v.to_dtype(DType::F64)?.to_scalar::<f64>()?),
-                    );
+                    terms.insert(sec.term_name().to_string(), json!(v.to_dtype(DType::F64)?.to_scalar::<f64>()?));
                     let wv = v.affine(w, 0.0)?;
                     sum = Some(match sum {
                         Some(s) => (s + wv)?,
@@ -416,12 +416,23 @@ impl Trainer {
                 if self.state.stage_step % log_every == 0 || self.state.stage_step as usize == total {
                     let sps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
                     window = (Instant::now(), 0);
-                    bar.set_message(format!("loss {loss_v:.4}"));
-                    let rec = json!({
+                    bar.set_message(format!("loss {loss_v:.4} {}", self.status));
+                    let mut plugin_metrics = serde_json::Map::new();
+                    for (_, inst) in &losses {
+                        let m: serde_json::Map<String, serde_json::Value> =
+                            inst.ctx().take_metrics().into_iter().map(|(k, v)| (k, json!(v))).collect();
+                        if !m.is_empty() {
+                            plugin_metrics.insert(inst.ctx().role.clone(), m.into());
+                        }
+                    }
+                    let mut rec = json!({
                         "type": "train", "stage": st.name, "epoch": epoch + 1, "step": self.state.global_step,
                         "stage_step": self.state.stage_step, "loss": loss_v, "terms": terms, "lr": lr,
-                        "steps_per_s": sps,
+                        "steps_per_s": sps, "plugin_metrics": plugin_metrics, "opt_steps": opt.steps,
                     });
+                    if let (Some(o), Some(p)) = (rec.as_object_mut(), self.provenance().as_object()) {
+                        o.extend(p.clone());
+                    }
                     self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
                 }
                 let stop = self.opts.stop_after.is_some_and(|s| self.state.global_step >= s);
@@ -446,6 +457,9 @@ impl Trainer {
                     o.insert("split".into(), json!(format!("{split:?}").to_lowercase()));
                     o.insert("epoch".into(), json!(epoch + 1));
                     o.insert("step".into(), json!(self.state.global_step));
+                    if let Some(p) = self.provenance().as_object() {
+                        o.extend(p.clone());
+                    }
                 }
                 self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
                 tracing::info!(stage = %st.name, epoch = epoch + 1, errors = m.test_errors, "eval");
@@ -493,8 +507,10 @@ impl Trainer {
         for p in self.host.params.params(None) {
             weights.insert(format!("{}.{}", p.group, p.name), p.var.as_tensor().clone());
         }
-        checkpoint::save(&self.run_dir.join("checkpoint"), &self.state, &weights, &opt.state())
-            .map_err(io("checkpoint"))
+        let dir = self.run_dir.join("checkpoint");
+        checkpoint::save(&dir, &self.state, &weights, &opt.state()).map_err(io("checkpoint"))?;
+        // The config as it stands (with live changes), so a resumed run continues with it.
+        super::log::write_atomic(&dir.join("config.toml"), self.cfg.to_toml().as_bytes()).map_err(io("checkpoint"))
     }
 
     /// Saves a model slot's weights to `models/<slot>.safetensors`.
@@ -516,16 +532,11 @@ impl Trainer {
             seed: 0,
             drop_last: false,
         };
-        let model = self
-            .models
-            .get_mut(slot)
-            .ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
+        let model = self.models.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
         let (mut out, mut labels, mut classes) = (Vec::new(), Vec::new(), 0);
         for b in Batches::start(set.clone(), plan, 0, 0, self.host.device.clone()) {
             let b = b?;
-            let z = model
-                .forward(&Inputs::new().tensor("input", &b.images).scalar("train", 0.0))?
-                .detach();
+            let z = model.forward(&Inputs::new().tensor("input", &b.images).scalar("train", 0.0))?.detach();
             let dims = z.dims().to_vec();
             if dims.len() != 2 || dims[0] != b.labels.dims()[0] {
                 return Err(TrainError::Other(format!(
@@ -567,10 +578,7 @@ impl Trainer {
             let m = self.evaluate(&slot, Split::Test, &test)?;
             let plugin = self.cfg.models.get(&slot).map(|m| m.plugin.clone()).unwrap_or_default();
             let secs = self.state.train_seconds.get(&slot).copied().unwrap_or(0.0);
-            models.insert(
-                slot.clone(),
-                ModelReport::new(&plugin, &m, self.host.params.count(&slot), secs),
-            );
+            models.insert(slot.clone(), ModelReport::new(&plugin, &m, self.host.params.count(&slot), secs));
         }
         Ok(Report {
             run: self.cfg.run.name.clone(),

@@ -27,11 +27,7 @@ pub fn weight_factor(w: Option<&WeightSchedule>, step: usize, total: usize, epoc
         None | Some(WeightSchedule::Constant) => 1.0,
         Some(WeightSchedule::Warmup { epochs }) => (epoch as f64 / epochs.max(1e-9)).min(1.0),
         Some(WeightSchedule::Linear { from, to }) => {
-            let t = if total <= 1 {
-                1.0
-            } else {
-                step as f64 / (total - 1) as f64
-            };
+            let t = if total <= 1 { 1.0 } else { step as f64 / (total - 1) as f64 };
             from + (to - from) * t
         }
     }
@@ -42,22 +38,14 @@ mod tests {
     use super::*;
 
     fn sched(kind: ScheduleKind, warmup: usize) -> ScheduleSection {
-        ScheduleSection {
-            kind,
-            warmup_steps: warmup,
-            ..Default::default()
-        }
+        ScheduleSection { kind, warmup_steps: warmup, ..Default::default() }
     }
 
     #[test]
     fn lr_schedules() {
         assert_eq!(lr_at(&sched(ScheduleKind::Constant, 0), 0.1, 50, 100, 10), 0.1);
         assert!((lr_at(&sched(ScheduleKind::Constant, 4), 0.1, 1, 100, 10) - 0.05).abs() < 1e-12);
-        let step = ScheduleSection {
-            step_epochs: 2.0,
-            gamma: 0.5,
-            ..sched(ScheduleKind::Step, 0)
-        };
+        let step = ScheduleSection { step_epochs: 2.0, gamma: 0.5, ..sched(ScheduleKind::Step, 0) };
         assert!((lr_at(&step, 0.1, 45, 100, 10) - 0.025).abs() < 1e-12);
         let cos = sched(ScheduleKind::Cosine, 0);
         assert!((lr_at(&cos, 0.1, 0, 101, 10) - 0.1).abs() < 1e-12);
@@ -68,14 +56,8 @@ mod tests {
     #[test]
     fn weight_schedules() {
         assert_eq!(weight_factor(None, 3, 10, 1), 1.0);
-        assert_eq!(
-            weight_factor(Some(&WeightSchedule::Warmup { epochs: 20.0 }), 0, 10, 5),
-            0.25
-        );
-        assert_eq!(
-            weight_factor(Some(&WeightSchedule::Warmup { epochs: 20.0 }), 0, 10, 40),
-            1.0
-        );
+        assert_eq!(weight_factor(Some(&WeightSchedule::Warmup { epochs: 20.0 }), 0, 10, 5), 0.25);
+        assert_eq!(weight_factor(Some(&WeightSchedule::Warmup { epochs: 20.0 }), 0, 10, 40), 1.0);
         let lin = WeightSchedule::Linear { from: 0.0, to: 1.0 };
         assert_eq!(weight_factor(Some(&lin), 0, 11, 1), 0.0);
         assert!((weight_factor(Some(&lin), 5, 11, 1) - 0.5).abs() < 1e-12);

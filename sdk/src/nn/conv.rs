@@ -20,18 +20,10 @@ impl Conv2d {
         stride: usize,
     ) -> Result<Self> {
         let fan_in = in_ch * kernel * kernel;
-        let weight = ctx.var(
-            &super::join(prefix, "weight"),
-            &[out_ch, in_ch, kernel, kernel],
-            init::fan_in_uniform(fan_in),
-        )?;
+        let weight =
+            ctx.var(&super::join(prefix, "weight"), &[out_ch, in_ch, kernel, kernel], init::fan_in_uniform(fan_in))?;
         let bias = Some(ctx.var(&super::join(prefix, "bias"), &[out_ch], init::fan_in_uniform(fan_in))?);
-        Ok(Conv2d {
-            weight,
-            bias,
-            padding,
-            stride: stride.max(1),
-        })
+        Ok(Conv2d { weight, bias, padding, stride: stride.max(1) })
     }
 
     /// Applies the convolution.

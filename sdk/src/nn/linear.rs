@@ -9,11 +9,7 @@ pub struct Linear {
 impl Linear {
     /// Parameters `prefix.weight` `[out, in]` and `prefix.bias` `[out]`.
     pub fn new(ctx: &Ctx, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = ctx.var(
-            &super::join(prefix, "weight"),
-            &[out_dim, in_dim],
-            init::fan_in_uniform(in_dim),
-        )?;
+        let weight = ctx.var(&super::join(prefix, "weight"), &[out_dim, in_dim], init::fan_in_uniform(in_dim))?;
         let bias = if bias {
             Some(ctx.var(&super::join(prefix, "bias"), &[out_dim], init::fan_in_uniform(in_dim))?)
         } else {

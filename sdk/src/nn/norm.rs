@@ -33,10 +33,7 @@ impl BatchNorm {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dims = x.dims();
         if dims.len() < 2 || dims[1] != self.channels {
-            return Err(Error::invalid(format!(
-                "BatchNorm over {} channels got shape {dims:?}",
-                self.channels
-            )));
+            return Err(Error::invalid(format!("BatchNorm over {} channels got shape {dims:?}", self.channels)));
         }
         let mut bshape = vec![1usize; dims.len()];
         bshape[1] = self.channels;
@@ -44,16 +41,8 @@ impl BatchNorm {
         let (mean, var) = if train {
             let mean = x.mean_keepdim(reduce.clone())?;
             let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(reduce.clone())?;
-            let n = dims
-                .iter()
-                .enumerate()
-                .filter(|(d, _)| *d != 1)
-                .map(|(_, s)| *s)
-                .product::<usize>() as f64;
-            let unbiased = var
-                .detach()?
-                .affine(n / (n - 1.0).max(1.0), 0.0)?
-                .reshape(&[self.channels])?;
+            let n = dims.iter().enumerate().filter(|(d, _)| *d != 1).map(|(_, s)| *s).product::<usize>() as f64;
+            let unbiased = var.detach()?.affine(n / (n - 1.0).max(1.0), 0.0)?.reshape(&[self.channels])?;
             let m = self.momentum;
             let new_mean = (self.running_mean.affine(1.0 - m, 0.0)?
                 + mean.detach()?.reshape(&[self.channels])?.affine(m, 0.0)?)?;
@@ -64,11 +53,8 @@ impl BatchNorm {
         } else {
             (self.running_mean.reshape(&bshape)?, self.running_var.reshape(&bshape)?)
         };
-        let xn = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&var.affine(1.0, self.eps)?.sqrt()?)?;
-        xn.broadcast_mul(&self.weight.reshape(&bshape)?)?
-            .broadcast_add(&self.bias.reshape(&bshape)?)
+        let xn = x.broadcast_sub(&mean)?.broadcast_div(&var.affine(1.0, self.eps)?.sqrt()?)?;
+        xn.broadcast_mul(&self.weight.reshape(&bshape)?)?.broadcast_add(&self.bias.reshape(&bshape)?)
     }
 }
 

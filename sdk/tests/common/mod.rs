@@ -14,10 +14,7 @@ pub struct TestHost {
 pub fn host(seed: u64) -> TestHost {
     let host = Host::cpu(seed);
     let pctx = host.ctx("test", "sdk-test");
-    let ctx = Ctx::new(PluginHost {
-        api: host_api(),
-        ctx: pctx.raw(),
-    });
+    let ctx = Ctx::new(PluginHost { api: host_api(), ctx: pctx.raw() });
     TestHost { host, pctx, ctx }
 }
 

@@ -22,10 +22,7 @@ impl Plugin for CrossEntropy {
     type Config = Config;
 
     fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[(
-            "label_smoothing",
-            "ε in [0, 1): target is (1−ε)·one-hot + ε/C (Szegedy et al. 2016)",
-        )]
+        &[("label_smoothing", "ε in [0, 1): target is (1−ε)·one-hot + ε/C (Szegedy et al. 2016)")]
     }
 
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {

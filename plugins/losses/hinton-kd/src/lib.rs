@@ -25,12 +25,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            temperature: 4.0,
-            alpha: 1.0,
-            tau_squared: true,
-            value_form: ValueForm::Kl,
-        }
+        Config { temperature: 4.0, alpha: 1.0, tau_squared: true, value_form: ValueForm::Kl }
     }
 }
 
@@ -48,37 +43,19 @@ impl Plugin for HintonKd {
 
     fn param_docs() -> &'static [(&'static str, &'static str)] {
         &[
-            (
-                "temperature",
-                "softening temperature τ > 0 applied to both distributions",
-            ),
-            (
-                "alpha",
-                "weight α of the KD term; (1−α) goes to hard-label CE at τ = 1 (1.0: KD only)",
-            ),
-            (
-                "tau_squared",
-                "multiply the KD term by τ² (Hinton; LLM codebases use false)",
-            ),
-            (
-                "value_form",
-                "reported value: \"kl\" (KL form) or \"ce\" (cross-entropy form, same gradient)",
-            ),
+            ("temperature", "softening temperature τ > 0 applied to both distributions"),
+            ("alpha", "weight α of the KD term; (1−α) goes to hard-label CE at τ = 1 (1.0: KD only)"),
+            ("tau_squared", "multiply the KD term by τ² (Hinton; LLM codebases use false)"),
+            ("value_form", "reported value: \"kl\" (KL form) or \"ce\" (cross-entropy form, same gradient)"),
         ]
     }
 
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
         if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {
-            return Err(Error::config(format!(
-                "hinton-kd: temperature must be > 0, got {}",
-                cfg.temperature
-            )));
+            return Err(Error::config(format!("hinton-kd: temperature must be > 0, got {}", cfg.temperature)));
         }
         if !(0.0..=1.0).contains(&cfg.alpha) {
-            return Err(Error::config(format!(
-                "hinton-kd: alpha must be in [0, 1], got {}",
-                cfg.alpha
-            )));
+            return Err(Error::config(format!("hinton-kd: alpha must be in [0, 1], got {}", cfg.alpha)));
         }
         Ok(HintonKd { cfg })
     }
@@ -104,10 +81,7 @@ impl LossPlugin for HintonKd {
         let labels = batch.tensor("labels")?;
         let ce_rows = f::hard_ce_rows(&f::log_probs(&zs, 1.0)?, &labels)?;
         let valid = match &mask {
-            Some(m) => m
-                .flatten_all()?
-                .to_dtype(retort_sdk::DType::F32)?
-                .mul(&f::valid_mask(&labels)?)?,
+            Some(m) => m.flatten_all()?.to_dtype(retort_sdk::DType::F32)?.mul(&f::valid_mask(&labels)?)?,
             None => f::valid_mask(&labels)?,
         };
         let ce = f::reduce_rows(&ce_rows, Some(&valid))?;

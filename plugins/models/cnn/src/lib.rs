@@ -63,10 +63,7 @@ impl Plugin for Cnn {
         &[
             ("in_channels", "input channels (1 for MNIST)"),
             ("image_size", "input height and width (square images)"),
-            (
-                "channels",
-                "output channels of each conv block; each block halves the spatial size",
-            ),
+            ("channels", "output channels of each conv block; each block halves the spatial size"),
             ("kernel", "odd convolution kernel size (same padding)"),
             ("hidden", "width of the fully connected hidden layer"),
             ("classes", "number of output logits"),
@@ -80,21 +77,15 @@ impl Plugin for Cnn {
             return Err(Error::config(format!("cnn: kernel must be odd, got {}", cfg.kernel)));
         }
         if !(0.0..1.0).contains(&cfg.dropout) {
-            return Err(Error::config(format!(
-                "cnn: dropout must be in [0, 1), got {}",
-                cfg.dropout
-            )));
+            return Err(Error::config(format!("cnn: dropout must be in [0, 1), got {}", cfg.dropout)));
         }
         let mut size = cfg.image_size;
         let mut prev = cfg.in_channels;
         let mut blocks = Vec::new();
         for (i, &c) in cfg.channels.iter().enumerate() {
             let conv = Conv2d::new(&ctx, &format!("conv{}", i + 1), prev, c, cfg.kernel, cfg.kernel / 2, 1)?;
-            let bn = if cfg.batch_norm {
-                Some(BatchNorm::new(&ctx, &format!("bn{}", i + 1), c, 1e-5, 0.1)?)
-            } else {
-                None
-            };
+            let bn =
+                if cfg.batch_norm { Some(BatchNorm::new(&ctx, &format!("bn{}", i + 1), c, 1e-5, 0.1)?) } else { None };
             blocks.push(Block { conv, bn });
             prev = c;
             size /= 2;
@@ -125,11 +116,7 @@ impl ModelPlugin for Cnn {
                 let side = ((n / self.in_channels.max(1)) as f64).sqrt() as usize;
                 input.reshape(&[b, self.in_channels, side, side])?
             }
-            r => {
-                return Err(Error::invalid(format!(
-                    "cnn: input of rank {r}; expected [B, C, H, W] or [B, H·W]"
-                )))
-            }
+            r => return Err(Error::invalid(format!("cnn: input of rank {r}; expected [B, C, H, W] or [B, H·W]"))),
         };
         for (i, b) in self.blocks.iter().enumerate() {
             x = b.conv.forward(&x)?;

@@ -59,10 +59,7 @@ impl Plugin for Mlp {
 
     fn param_docs() -> &'static [(&'static str, &'static str)] {
         &[
-            (
-                "input_dim",
-                "number of input features (the input is flattened from dim 1)",
-            ),
+            ("input_dim", "number of input features (the input is flattened from dim 1)"),
             ("hidden", "widths of the hidden layers, e.g. [1200, 1200]"),
             ("classes", "number of output logits"),
             ("activation", "hidden nonlinearity: relu, gelu, tanh or sigmoid"),
@@ -113,11 +110,7 @@ impl ModelPlugin for Mlp {
     fn forward(&mut self, batch: &Batch) -> Result<Tensor> {
         let train = batch.is_training();
         let input = batch.tensor("input")?;
-        let mut x = if input.rank() > 2 {
-            input.flatten_from(1)?
-        } else {
-            input
-        };
+        let mut x = if input.rank() > 2 { input.flatten_from(1)? } else { input };
         x = self.input_dropout.forward(&x, train)?;
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {

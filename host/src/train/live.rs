@@ -1,0 +1,314 @@
+//! Live changes to a running training (DESIGN.md §3): rebuilt plugin libraries and edited configs
+//! are applied at the next step boundary; anything that fails leaves the old version running.
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use retort_plugin_api::codes::kind;
+use serde_json::json;
+
+use super::{checkpoint::LibRef, run::Trainer, TrainError};
+use crate::{
+    config::{load_file, LossSection, RunConfig},
+    hot::{Change, DevBuilder, Event, Watcher},
+    Library, LossInstance, ModelInstance,
+};
+
+/// What a `--watch` run holds: the watcher, the config it follows and the `--dev` builders.
+pub struct Live {
+    pub watcher: Watcher,
+    /// Kept alive: each watches its crate and rebuilds on a thread.
+    _dev: Vec<DevBuilder>,
+}
+
+impl Live {
+    /// Watches `config_path` and rebuilds each of `dev_crates` on source changes.
+    pub fn start(config_path: &Path, dev_crates: &[PathBuf]) -> Result<Live, TrainError> {
+        let watcher = Watcher::new(Some(config_path)).map_err(|e| TrainError::Other(format!("--watch: {e}")))?;
+        let mut dev = Vec::new();
+        for d in dev_crates {
+            let b = DevBuilder::start(d, watcher.sender())
+                .map_err(|e| TrainError::Other(format!("--dev {}: {e}", d.display())))?;
+            dev.push(b);
+        }
+        Ok(Live { watcher, _dev: dev })
+    }
+}
+
+/// The loss terms of the running stage: their config sections and instances.
+pub type Losses = Vec<(LossSection, LossInstance)>;
+
+/// The archived copy of a library build inside the run directory.
+pub fn archive_path(run_dir: &Path, r: &LibRef) -> PathBuf {
+    let stem = r.path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let ext = r.path.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
+    run_dir.join("plugins").join(format!("{stem}-{}.{ext}", r.hash))
+}
+
+impl Trainer {
+    /// Loads the library for `plugin` in `slot`: the build pinned by a checkpoint being resumed
+    /// (from the run directory's archive when the file on disk has changed since), else the one
+    /// on the search path. Records it, archives it and watches it.
+    pub(super) fn load_plugin(&mut self, slot: &str, plugin: &str, kind_code: u32) -> Result<Arc<Library>, TrainError> {
+        let entry = self.registry.find(plugin, kind_code)?.clone();
+        let mut source = entry.path.clone();
+        let mut load_from = entry.path.clone();
+        if let Some(pin) = self.pinned.get(slot).filter(|p| p.plugin == plugin) {
+            source = pin.path.clone();
+            let current = Library::load(&pin.path).ok().map(|l| l.hash().to_string());
+            if current.as_deref() != Some(pin.hash.as_str()) {
+                let arch = archive_path(&self.run_dir, pin);
+                if !arch.exists() {
+                    return Err(TrainError::Other(format!(
+                        "cannot resume slot `{slot}`: it ran {plugin} build {} from {}, which has changed, and the run \
+                         directory has no copy ({})",
+                        pin.hash,
+                        pin.path.display(),
+                        arch.display()
+                    )));
+                }
+                load_from = arch;
+            }
+        }
+        let lib = Library::load(&load_from)?;
+        self.record_library(slot, plugin, &source, &lib)?;
+        Ok(lib)
+    }
+
+    fn record_library(&mut self, slot: &str, plugin: &str, source: &Path, lib: &Library) -> Result<(), TrainError> {
+        let r = LibRef { plugin: plugin.to_string(), path: source.to_path_buf(), hash: lib.hash().to_string() };
+        let arch = archive_path(&self.run_dir, &r);
+        if !arch.exists() {
+            let _ = std::fs::create_dir_all(self.run_dir.join("plugins"));
+            let _ = std::fs::copy(lib.mapped_path(), &arch);
+        }
+        if let Some(live) = &mut self.live {
+            live.watcher
+                .watch_library(source)
+                .map_err(|e| TrainError::Other(format!("cannot watch {}: {e}", source.display())))?;
+        }
+        self.state.libraries.insert(slot.to_string(), r);
+        Ok(())
+    }
+
+    /// Writes an event to `events.jsonl` and the log, and shows it in the progress line.
+    pub(super) fn event(
+        &mut self,
+        event: &str,
+        slot: &str,
+        from: Option<String>,
+        to: Option<String>,
+        reason: Option<String>,
+    ) {
+        let e = Event { step: self.state.global_step, event: event.into(), slot: slot.into(), from, to, reason };
+        if let Ok(v) = serde_json::to_value(&e) {
+            if let Err(err) = self.events.write(&v) {
+                tracing::warn!("cannot write events.jsonl: {err}");
+            }
+        }
+        let short = format!("{} {}{}", e.event, e.slot, e.to.as_ref().map(|t| format!(" → {t}")).unwrap_or_default());
+        match &e.reason {
+            Some(r) if e.event.ends_with("rejected") || e.event == "build_failed" => {
+                tracing::warn!(step = e.step, slot = %e.slot, "{}: {r}", e.event)
+            }
+            _ => tracing::info!(step = e.step, slot = %e.slot, "{}", e.event),
+        }
+        self.status = short;
+    }
+
+    /// Applies pending live changes (at a step boundary).
+    pub(super) fn poll_live(&mut self, stage: usize, losses: &mut Losses) -> Result<(), TrainError> {
+        let Some(live) = &self.live else { return Ok(()) };
+        for change in live.watcher.changes() {
+            match change {
+                Change::Library(p) => self.swap_library(&p, losses),
+                Change::Config(p) => self.apply_config(&p, stage, losses),
+                Change::BuildFailed { krate, message } => {
+                    self.event("build_failed", &krate, None, None, Some(message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn slots_using(&self, path: &Path) -> Vec<String> {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.state
+            .libraries
+            .iter()
+            .filter(|(_, r)| std::path::absolute(&r.path).unwrap_or_else(|_| r.path.clone()) == abs)
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Swaps every slot running the library at `path` to its new build.
+    fn swap_library(&mut self, path: &Path, losses: &mut Losses) {
+        let slots = self.slots_using(path);
+        if slots.is_empty() {
+            return;
+        }
+        let lib = match Library::load(path) {
+            Ok(l) => l,
+            Err(e) => {
+                for s in &slots {
+                    let from = self.state.libraries.get(s).map(|r| r.hash.clone());
+                    self.event("swap_rejected", s, from, None, Some(e.to_string()));
+                }
+                return;
+            }
+        };
+        for slot in slots {
+            let Some(old) = self.state.libraries.get(&slot).cloned() else { continue };
+            if old.hash == lib.hash() {
+                continue;
+            }
+            let r = if let Some(m) = self.models.get(&slot) {
+                let params = self.cfg.models.get(&slot).map(|m| m.params.to_string()).unwrap_or_default();
+                let plugin = old.plugin.clone();
+                ModelInstance::new(&self.host, &lib, &plugin, &slot, &params)
+                    .and_then(|mut new| {
+                        new.ctx().set_rng_state(m.ctx().rng_state().0, m.ctx().rng_state().1);
+                        new.load_state(&m.state()?)?;
+                        Ok(new)
+                    })
+                    .map(|new| {
+                        self.models.insert(slot.clone(), new);
+                    })
+            } else if let Some((sec, inst)) = losses.iter_mut().find(|(_, i)| i.ctx().role == slot) {
+                LossInstance::new(&self.host, &lib, &sec.plugin, &slot, &sec.params.to_string())
+                    .and_then(|mut new| {
+                        let (seed, pos) = inst.ctx().rng_state();
+                        new.ctx().set_rng_state(seed, pos);
+                        new.load_state(&inst.state()?)?;
+                        Ok(new)
+                    })
+                    .map(|new| *inst = new)
+            } else {
+                continue;
+            };
+            match r {
+                Ok(()) => {
+                    if let Err(e) = self.record_library(&slot, &old.plugin, path, &lib) {
+                        tracing::warn!("{e}");
+                    }
+                    self.event("swap", &slot, Some(old.hash.clone()), Some(lib.hash().to_string()), None);
+                }
+                Err(e) => self.event(
+                    "swap_rejected",
+                    &slot,
+                    Some(old.hash),
+                    Some(lib.hash().to_string()),
+                    Some(e.to_string()),
+                ),
+            }
+        }
+    }
+
+    /// Re-reads the config and applies what can change live: the loss terms of every stage
+    /// (weights, schedules, parameters, terms added or removed, plugins switched).
+    fn apply_config(&mut self, path: &Path, stage: usize, losses: &mut Losses) {
+        let new = match load_file(path) {
+            Ok(c) => c,
+            Err(e) => return self.event("config_rejected", "config", None, None, Some(e.to_string())),
+        };
+        let ignored = ignored_changes(&self.cfg, &new);
+        if new.stages.len() != self.cfg.stages.len()
+            || new.stages.iter().zip(&self.cfg.stages).any(|(a, b)| a.name != b.name || a.train != b.train)
+        {
+            let reason =
+                "the stages (names, trained slots) changed; only loss terms apply to a running training".into();
+            return self.event("config_rejected", "config", None, None, Some(reason));
+        }
+        let stage_name = self.cfg.stages[stage].name.clone();
+        // Build every new or changed term first, so that a failure leaves the old set untouched.
+        let mut next: Losses = Vec::new();
+        let mut changes = Vec::new();
+        for sec in &new.stages[stage].losses {
+            let role = format!("loss.{stage_name}.{}", sec.term_name());
+            let old = losses.iter().position(|(s, _)| s.term_name() == sec.term_name());
+            let reuse = old.filter(|&i| losses[i].0.plugin == sec.plugin && losses[i].0.params == sec.params);
+            if let Some(i) = reuse {
+                let (old_sec, inst) = losses.remove(i);
+                if old_sec.weight != sec.weight || old_sec.weight_schedule != sec.weight_schedule {
+                    changes.push(format!("{}: weight {} → {}", sec.term_name(), old_sec.weight, sec.weight));
+                }
+                next.push((sec.clone(), inst));
+                continue;
+            }
+            let built = self.load_plugin(&role, &sec.plugin, kind::LOSS).and_then(|lib| {
+                let mut inst = LossInstance::new(&self.host, &lib, &sec.plugin, &role, &sec.params.to_string())?;
+                if let Some(i) = old.filter(|&i| losses[i].0.plugin == sec.plugin) {
+                    inst.load_state(&losses[i].1.state()?)?;
+                }
+                Ok(inst)
+            });
+            match built {
+                Ok(inst) => {
+                    changes.push(match old {
+                        Some(i) if losses[i].0.plugin != sec.plugin => {
+                            format!("{}: plugin {} → {}", sec.term_name(), losses[i].0.plugin, sec.plugin)
+                        }
+                        Some(_) => format!("{}: params {}", sec.term_name(), sec.params),
+                        None => format!("{}: added", sec.term_name()),
+                    });
+                    if let Some(i) = old {
+                        losses.remove(i);
+                    }
+                    next.push((sec.clone(), inst));
+                }
+                Err(e) => {
+                    // Put back what was taken and keep the running set.
+                    losses.append(&mut next);
+                    return self.event("config_rejected", "config", None, None, Some(e.to_string()));
+                }
+            }
+        }
+        for (sec, _) in losses.iter() {
+            changes.push(format!("{}: removed", sec.term_name()));
+            self.state.libraries.remove(&format!("loss.{stage_name}.{}", sec.term_name()));
+        }
+        *losses = next;
+        for (i, st) in self.cfg.stages.iter_mut().enumerate() {
+            st.losses = new.stages[i].losses.clone();
+        }
+        let from = self.state.config_rev;
+        self.state.config_rev += 1;
+        let mut reason = if changes.is_empty() { "no change to loss terms".to_string() } else { changes.join("; ") };
+        if !ignored.is_empty() {
+            reason.push_str(&format!("; not applied to a running training: {}", ignored.join(", ")));
+        }
+        self.event(
+            "config_applied",
+            "config",
+            Some(format!("rev {from}")),
+            Some(format!("rev {}", from + 1)),
+            Some(reason),
+        );
+    }
+
+    /// Provenance for each metrics record: config revision and every active library build.
+    pub(super) fn provenance(&self) -> serde_json::Value {
+        let libs: serde_json::Map<String, serde_json::Value> =
+            self.state.libraries.iter().map(|(k, r)| (k.clone(), json!(r.hash))).collect();
+        json!({ "config_rev": self.state.config_rev, "plugins": libs })
+    }
+}
+
+/// The top-level sections that differ between two configs, other than the stages' losses.
+fn ignored_changes(old: &RunConfig, new: &RunConfig) -> Vec<String> {
+    let strip = |c: &RunConfig| {
+        let mut v = serde_json::to_value(c).unwrap_or_default();
+        if let Some(stages) = v.get_mut("stages").and_then(|s| s.as_array_mut()) {
+            for s in stages {
+                if let Some(o) = s.as_object_mut() {
+                    o.remove("losses");
+                }
+            }
+        }
+        v
+    };
+    let (a, b) = (strip(old), strip(new));
+    let keys = ["run", "data", "models", "optimizer", "schedule", "stages", "eval", "checkpoint", "logging"];
+    keys.iter().filter(|k| a.get(**k) != b.get(**k)).map(|k| k.to_string()).collect()
+}
