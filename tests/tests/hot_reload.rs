@@ -211,3 +211,47 @@ fn a_hundred_swaps_in_a_row() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn resume_after_a_swap_uses_the_build_active_at_the_checkpoint() {
+    let d = dir("resume");
+    let v1 = fixture_build_as("fixture-stateful", &[("FIXTURE_SCALE", "1")], &d.join("v1.so"));
+    let v3 = fixture_build_as("fixture-stateful", &[("FIXTURE_SCALE", "3")], &d.join("v3.so"));
+    let live_lib = d.join("plugins/libfixture_stateful.so");
+    install(&v1, &live_lib);
+    let cfg = d.join("run.toml");
+    std::fs::write(&cfg, config(&d, "1.0", 4, 4)).unwrap();
+    let run = d.join("hot");
+    let child = Command::new(retort_bin())
+        .args(["train", cfg.to_str().unwrap(), "--watch", "--stop-after", "150"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("training to start", || (last_step(&run) >= 20).then_some(()));
+    install(&v3, &live_lib);
+    wait_for("the swap", || events(&run, "swap").into_iter().next());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The file on disk goes back to the old build; the checkpoint ran v3, archived in the run.
+    install(&v1, &live_lib);
+    let resume = |stop: &str| {
+        Command::new(retort_bin())
+            .args(["train", "--resume", run.to_str().unwrap(), "--stop-after", stop])
+            .output()
+            .unwrap()
+    };
+    let out = resume("160");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = train_records(&run);
+    let r = recs.iter().find(|r| r["step"] == 151).unwrap();
+    assert_eq!(r["plugin_metrics"][SLOT]["scale"], 3.0, "resumed with the build active at the checkpoint");
+    // Without the archived copy, resuming says which library is missing.
+    for e in std::fs::read_dir(run.join("plugins")).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    let out = resume("170");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(SLOT) && err.contains("libfixture_stateful") && err.contains("no copy"), "{err}");
+}

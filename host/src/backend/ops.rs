@@ -363,8 +363,11 @@ pub fn index(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             need(3)?;
             let (t, f) = promote(xs[1], xs[2])?;
             let shape = broadcast_shape(&[xs[0].dims(), t.dims(), f.dims()])?;
-            let m = as_mask(xs[0])?.broadcast_as(shape.clone())?.contiguous()?;
-            m.where_cond(&t.broadcast_as(shape.clone())?, &f.broadcast_as(shape)?)?
+            // Broadcast only what needs it: a no-op broadcast still costs a node in backward.
+            let fit = |x: Tensor| -> OpResult {
+                Ok(if x.dims() == shape.as_slice() { x } else { x.broadcast_as(shape.clone())?.contiguous()? })
+            };
+            fit(as_mask(xs[0])?)?.where_cond(&fit(t)?, &fit(f)?)?
         }
         ix::ONE_HOT => {
             need(1)?;

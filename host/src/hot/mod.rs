@@ -20,4 +20,7 @@ pub struct Event {
     pub from: Option<String>,
     pub to: Option<String>,
     pub reason: Option<String>,
+    /// Wall-clock time (seconds since the Unix epoch) when it was applied or refused.
+    #[serde(default)]
+    pub time: f64,
 }

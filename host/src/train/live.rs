@@ -101,7 +101,9 @@ impl Trainer {
         to: Option<String>,
         reason: Option<String>,
     ) {
-        let e = Event { step: self.state.global_step, event: event.into(), slot: slot.into(), from, to, reason };
+        let time =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let e = Event { step: self.state.global_step, event: event.into(), slot: slot.into(), from, to, reason, time };
         if let Ok(v) = serde_json::to_value(&e) {
             if let Err(err) = self.events.write(&v) {
                 tracing::warn!("cannot write events.jsonl: {err}");
