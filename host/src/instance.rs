@@ -26,14 +26,20 @@ impl Inputs {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Adds a tensor under a role name.
+    /// Adds (or replaces) a tensor under a role name.
     pub fn tensor(mut self, name: &str, t: &Tensor) -> Self {
-        self.tensors.push((name.into(), t.clone()));
+        match self.tensors.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = t.clone(),
+            None => self.tensors.push((name.into(), t.clone())),
+        }
         self
     }
-    /// Adds a number.
+    /// Adds (or replaces) a number.
     pub fn scalar(mut self, name: &str, v: f64) -> Self {
-        self.scalars.push((name.into(), v));
+        match self.scalars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = v,
+            None => self.scalars.push((name.into(), v)),
+        }
         self
     }
 

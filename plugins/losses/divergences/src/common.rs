@@ -1,0 +1,67 @@
+//! What every divergence shares: temperature handling, log-probabilities, reduction.
+use retort_sdk::{functional as f, Batch, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Which value a teacher-target loss reports (the student gradient is the same).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueForm {
+    #[default]
+    Kl,
+    Ce,
+}
+
+/// The student's and the teacher's log-probabilities at temperature τ, `[N, C]`, and the mask.
+pub struct Pair {
+    pub log_ps: Tensor,
+    pub log_pt: Tensor,
+    pub mask: Option<Tensor>,
+}
+
+/// Reads `student`, `teacher` (stop-gradient) and `mask` from the batch.
+pub fn pair(batch: &Batch, tau: f64) -> Result<Pair> {
+    let zs = f::rows(&batch.tensor("student")?)?;
+    let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
+    Ok(Pair { log_ps: f::log_probs(&zs, tau)?, log_pt: f::log_probs(&zt, tau)?, mask: batch.get("mask") })
+}
+
+/// log(w·e^a + (1−w)·e^b), element-wise, computed in log space.
+pub fn log_mix(w: f64, log_a: &Tensor, log_b: &Tensor) -> Result<Tensor> {
+    if w <= 0.0 {
+        return Ok(log_b.clone());
+    }
+    if w >= 1.0 {
+        return Ok(log_a.clone());
+    }
+    let a = log_a.affine(1.0, w.ln())?;
+    let b = log_b.affine(1.0, (-w).ln_1p())?;
+    Tensor::stack(&[&a, &b], 0)?.logsumexp(0)
+}
+
+/// Reduces per-row values and applies τ² when asked.
+pub fn finish(rows: &Tensor, p: &Pair, tau: f64, tau_squared: bool) -> Result<Tensor> {
+    let v = f::reduce_rows(rows, p.mask.as_ref())?;
+    if tau_squared {
+        v.affine(tau * tau, 0.0)
+    } else {
+        Ok(v)
+    }
+}
+
+/// Checks a temperature.
+pub fn check_tau(name: &str, tau: f64) -> Result<()> {
+    if tau > 0.0 && tau.is_finite() {
+        Ok(())
+    } else {
+        Err(retort_sdk::Error::config(format!("{name}: temperature must be > 0, got {tau}")))
+    }
+}
+
+/// Checks a mixing weight in [0, 1].
+pub fn check_unit(name: &str, key: &str, v: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(retort_sdk::Error::config(format!("{name}: {key} must be in [0, 1], got {v}")))
+    }
+}

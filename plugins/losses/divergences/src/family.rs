@@ -1,0 +1,216 @@
+//! The divergence plugins.
+use retort_sdk::{functional as f, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{check_tau, check_unit, finish, log_mix, pair, ValueForm};
+
+const TAU_DOC: (&str, &str) = ("temperature", "temperature τ applied to both distributions (1 in the LLM codebases)");
+const TAU2_DOC: (&str, &str) = ("tau_squared", "multiply by τ² (Hinton's scaling; off in DistiLLM, TAID, TRL)");
+
+macro_rules! simple_config {
+    ($name:ident { $($field:ident : $ty:ty = $def:expr),* $(,)? }) => {
+        /// Parameters (see `retort plugins inspect`).
+        #[derive(Serialize, Deserialize, Clone, Debug)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            pub temperature: f64,
+            pub tau_squared: bool,
+            $(pub $field: $ty,)*
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                $name { temperature: 1.0, tau_squared: false, $($field: $def,)* }
+            }
+        }
+    };
+}
+
+simple_config!(BasicConfig {});
+simple_config!(SkewConfig { alpha: f64 = 0.1, value_form: ValueForm = ValueForm::Kl });
+simple_config!(SkewReverseConfig { alpha: f64 = 0.1 });
+simple_config!(GjsdConfig { beta: f64 = 0.5 });
+
+/// KL(pˢ‖pᵗ): mode-seeking; keeps the student entropy term.
+pub struct ReverseKl {
+    cfg: BasicConfig,
+}
+
+impl Plugin for ReverseKl {
+    const NAME: &'static str = "reverse-kl";
+    const SUMMARY: &'static str = "Reverse KL(student‖teacher), mode-seeking (as in MiniLLM/DistiLLM/TAID's RKL). \
+        Inputs: student, teacher, optional mask.";
+    type Config = BasicConfig;
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[TAU_DOC, TAU2_DOC]
+    }
+    fn new(_ctx: Ctx, cfg: BasicConfig) -> Result<Self> {
+        check_tau(Self::NAME, cfg.temperature)?;
+        Ok(ReverseKl { cfg })
+    }
+}
+
+impl LossPlugin for ReverseKl {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let p = pair(batch, self.cfg.temperature)?;
+        finish(&f::kl_rows(&p.log_ps, &p.log_pt)?, &p, self.cfg.temperature, self.cfg.tau_squared)
+    }
+}
+
+/// ½KL(pᵗ‖M) + ½KL(pˢ‖M) with M = ½(pᵗ + pˢ).
+pub struct JensenShannon {
+    cfg: BasicConfig,
+}
+
+impl Plugin for JensenShannon {
+    const NAME: &'static str = "jensen-shannon";
+    const SUMMARY: &'static str = "Jensen–Shannon divergence ½KL(pᵗ‖M) + ½KL(pˢ‖M), M = ½(pᵗ+pˢ) \
+        (= generalized-jsd with β = 0.5). Inputs: student, teacher, optional mask.";
+    type Config = BasicConfig;
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[TAU_DOC, TAU2_DOC]
+    }
+    fn new(_ctx: Ctx, cfg: BasicConfig) -> Result<Self> {
+        check_tau(Self::NAME, cfg.temperature)?;
+        Ok(JensenShannon { cfg })
+    }
+}
+
+fn gjsd_rows(p: &crate::common::Pair, beta: f64) -> Result<Tensor> {
+    let log_m = log_mix(beta, &p.log_pt, &p.log_ps)?;
+    let a = f::kl_rows(&p.log_pt, &log_m)?.affine(beta, 0.0)?;
+    let b = f::kl_rows(&p.log_ps, &log_m)?.affine(1.0 - beta, 0.0)?;
+    a + b
+}
+
+impl LossPlugin for JensenShannon {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let p = pair(batch, self.cfg.temperature)?;
+        finish(&gjsd_rows(&p, 0.5)?, &p, self.cfg.temperature, self.cfg.tau_squared)
+    }
+}
+
+/// ½Σ|pᵗ − pˢ|.
+pub struct TotalVariation {
+    cfg: BasicConfig,
+}
+
+impl Plugin for TotalVariation {
+    const NAME: &'static str = "total-variation";
+    const SUMMARY: &'static str = "Total variation distance ½Σ|pᵗ−pˢ| (TAID's TVD baseline); subgradient \
+        sign(0) = 0 at ties. Inputs: student, teacher, optional mask.";
+    type Config = BasicConfig;
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[TAU_DOC, TAU2_DOC]
+    }
+    fn new(_ctx: Ctx, cfg: BasicConfig) -> Result<Self> {
+        check_tau(Self::NAME, cfg.temperature)?;
+        Ok(TotalVariation { cfg })
+    }
+}
+
+impl LossPlugin for TotalVariation {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let p = pair(batch, self.cfg.temperature)?;
+        let rows = p.log_pt.exp()?.sub(&p.log_ps.exp()?)?.abs()?.sum(-1)?.affine(0.5, 0.0)?;
+        finish(&rows, &p, self.cfg.temperature, self.cfg.tau_squared)
+    }
+}
+
+/// KL(pᵗ ‖ αpᵗ + (1−α)pˢ) (DistiLLM's skew KL).
+pub struct SkewKl {
+    cfg: SkewConfig,
+}
+
+impl Plugin for SkewKl {
+    const NAME: &'static str = "skew-kl";
+    const SUMMARY: &'static str = "Skew KL: KL(pᵗ ‖ αpᵗ + (1−α)pˢ), gradient through the mixture (DistiLLM, \
+        Ko et al. 2024). The official code reports the CE form (value_form = \"ce\"). Inputs: student, teacher, \
+        optional mask.";
+    type Config = SkewConfig;
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            TAU_DOC,
+            TAU2_DOC,
+            ("alpha", "skew α in [0, 1]: the teacher's share of the mixture (0: forward KL)"),
+            ("value_form", "\"kl\" or \"ce\" (−Σ pᵗ log mix; same gradient)"),
+        ]
+    }
+    fn new(_ctx: Ctx, cfg: SkewConfig) -> Result<Self> {
+        check_tau(Self::NAME, cfg.temperature)?;
+        check_unit(Self::NAME, "alpha", cfg.alpha)?;
+        Ok(SkewKl { cfg })
+    }
+}
+
+impl LossPlugin for SkewKl {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let p = pair(batch, self.cfg.temperature)?;
+        let log_m = log_mix(self.cfg.alpha, &p.log_pt, &p.log_ps)?;
+        let rows = match self.cfg.value_form {
+            ValueForm::Kl => f::kl_rows(&p.log_pt, &log_m)?,
+            ValueForm::Ce => f::cross_entropy_rows(&p.log_pt.exp()?, &log_m)?,
+        };
+        finish(&rows, &p, self.cfg.temperature, self.cfg.tau_squared)
+    }
+}
+
+/// KL(pˢ ‖ (1−α)pᵗ + αpˢ) (DistiLLM's skew reverse KL).
+pub struct SkewReverseKl {
+    cfg: SkewReverseConfig,
+}
+
+impl Plugin for SkewReverseKl {
+    const NAME: &'static str = "skew-reverse-kl";
+    const SUMMARY: &'static str = "Skew reverse KL: KL(pˢ ‖ (1−α)pᵗ + αpˢ), full KL form (DistiLLM, Ko et al. \
+        2024). Inputs: student, teacher, optional mask.";
+    type Config = SkewReverseConfig;
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[TAU_DOC, TAU2_DOC, ("alpha", "skew α in [0, 1]: the student's share of the mixture (0: reverse KL)")]
+    }
+    fn new(_ctx: Ctx, cfg: SkewReverseConfig) -> Result<Self> {
+        check_tau(Self::NAME, cfg.temperature)?;
+        check_unit(Self::NAME, "alpha", cfg.alpha)?;
+        Ok(SkewReverseKl { cfg })
+    }
+}
+
+impl LossPlugin for SkewReverseKl {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let p = pair(batch, self.cfg.temperature)?;
+        let log_m = log_mix(1.0 - self.cfg.alpha, &p.log_pt, &p.log_ps)?;
+        finish(&f::kl_rows(&p.log_ps, &log_m)?, &p, self.cfg.temperature, self.cfg.tau_squared)
+    }
+}
+
+/// β·KL(pᵗ‖M) + (1−β)·KL(pˢ‖M), M = βpᵗ + (1−β)pˢ (GKD).
+pub struct GeneralizedJsd {
+    cfg: GjsdConfig,
+}
+
+impl Plugin for GeneralizedJsd {
+    const NAME: &'static str = "generalized-jsd";
+    const SUMMARY: &'static str = "Generalized JSD β·KL(pᵗ‖M) + (1−β)·KL(pˢ‖M), M = βpᵗ + (1−β)pˢ (GKD, \
+        Agarwal et al. 2024). End points follow TRL: β = 0 is forward KL(pᵗ‖pˢ), β = 1 reverse KL(pˢ‖pᵗ), \
+        unscaled. DistiLLM js_distance(lam=0.9) and TAID JS(teacher_weight=0.1) equal β = 0.1.";
+    type Config = GjsdConfig;
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[TAU_DOC, TAU2_DOC, ("beta", "β in [0, 1]: weight of the teacher in the mixture M (TRL default 0.5)")]
+    }
+    fn new(_ctx: Ctx, cfg: GjsdConfig) -> Result<Self> {
+        check_tau(Self::NAME, cfg.temperature)?;
+        check_unit(Self::NAME, "beta", cfg.beta)?;
+        Ok(GeneralizedJsd { cfg })
+    }
+}
+
+impl LossPlugin for GeneralizedJsd {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let p = pair(batch, self.cfg.temperature)?;
+        let rows = match self.cfg.beta {
+            b if b <= 0.0 => f::kl_rows(&p.log_pt, &p.log_ps)?,
+            b if b >= 1.0 => f::kl_rows(&p.log_ps, &p.log_pt)?,
+            b => gjsd_rows(&p, b)?,
+        };
+        finish(&rows, &p, self.cfg.temperature, self.cfg.tau_squared)
+    }
+}
