@@ -38,9 +38,10 @@ pub fn cross_entropy_rows(p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
 }
 
 fn zero_where_p_zero(p: &Tensor, term: &Tensor) -> Result<Tensor> {
-    // 0·(−inf) is NaN: only rows with zero-probability entries need the select.
-    let zero = term.affine(0.0, 0.0)?;
-    p.gt(&zero.detach()?)?.where_cond(term, &zero.detach()?)
+    // 0·(−inf) is NaN; keep the term only where p > 0. The zeros come from p, which is finite
+    // (the term may hold NaN exactly where p = 0).
+    let zero = p.detach()?.affine(0.0, 0.0)?;
+    p.gt(&zero)?.where_cond(term, &zero)
 }
 
 /// Hard-label cross-entropy `−log softmax(z)[y]` per row; labels < 0 (e.g. −100) give 0 and are
@@ -71,4 +72,11 @@ pub fn reduce_rows(rows: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
             total.div(&m.sum_all()?.clamp(1.0, f64::INFINITY)?)
         }
     }
+}
+
+/// DHO's inference rule: log(α·softmax(h_ce) + (1−α)·softmax(h_kd/β)), usable as logits.
+pub fn dho_combine(h_ce: &Tensor, h_kd: &Tensor, alpha: f64, beta: f64) -> Result<Tensor> {
+    let a = h_ce.log_softmax(-1)?.affine(1.0, alpha.max(1e-300).ln())?;
+    let b = h_kd.affine(1.0 / beta, 0.0)?.log_softmax(-1)?.affine(1.0, (1.0 - alpha).max(1e-300).ln())?;
+    Tensor::stack(&[&a, &b], 0)?.logsumexp(0)
 }

@@ -138,3 +138,15 @@ fn handles_are_reference_counted() {
     drop(y);
     assert_eq!(retort::live_handles(), base);
 }
+
+#[test]
+fn dho_inference_reference_12b() {
+    let h = host(0);
+    let h_ce = h.ctx.tensor(&[2f32, 1.0, 0.1, 0.5, 2.5, -1.0], &[2, 3]).unwrap();
+    let h_kd = h.ctx.tensor(&[1.5f32, 0.5, 0.0, 0.2, 1.0, 0.8], &[2, 3]).unwrap();
+    let p = retort_sdk::functional::dho_combine(&h_ce, &h_kd, 0.5, 0.5).unwrap().exp().unwrap();
+    let rows = p.to_vec2::<f32>().unwrap();
+    close(&rows[0], &[0.75139794, 0.17831409, 0.07028798], 1e-5);
+    close(&rows[1], &[0.11197638, 0.69605153, 0.19197209], 1e-5);
+    assert_eq!(p.argmax(1).unwrap().to_vec1::<u32>().unwrap(), vec![0, 1]);
+}

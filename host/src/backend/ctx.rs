@@ -124,6 +124,8 @@ impl ParamStore {
 #[derive(Default)]
 pub struct TapStore {
     taps: Mutex<HashMap<String, HashMap<String, Tensor>>>,
+    /// Generic roles (`student`, `teacher`) → the model slot filling them in the current stage.
+    aliases: Mutex<HashMap<String, String>>,
 }
 
 impl TapStore {
@@ -131,9 +133,24 @@ impl TapStore {
     pub fn record(&self, role: &str, name: &str, t: &Tensor) {
         lock(&self.taps).entry(role.to_string()).or_default().insert(name.to_string(), t.clone());
     }
-    /// The tap `name` of the model in `role`, if recorded this step.
+    /// The tap `name` of the model in `role` (a slot, or an alias such as `student`), if recorded
+    /// this step.
     pub fn get(&self, role: &str, name: &str) -> Option<Tensor> {
-        lock(&self.taps).get(role).and_then(|m| m.get(name)).cloned()
+        let slot = lock(&self.aliases).get(role).cloned().unwrap_or_else(|| role.to_string());
+        lock(&self.taps).get(&slot).and_then(|m| m.get(name)).cloned()
+    }
+
+    /// Makes `alias` (`student`, `teacher`) refer to the model slot `slot`, or to nothing.
+    pub fn set_alias(&self, alias: &str, slot: Option<&str>) {
+        let mut a = lock(&self.aliases);
+        match slot {
+            Some(s) if s != alias => {
+                a.insert(alias.to_string(), s.to_string());
+            }
+            _ => {
+                a.remove(alias);
+            }
+        }
     }
     /// The names tapped by `role` this step.
     pub fn names(&self, role: &str) -> Vec<String> {

@@ -304,6 +304,9 @@ impl Trainer {
         if self.cfg.reference_slot() == Some(st.train.as_str()) {
             self.reference_cache.clear();
         }
+        // Feature losses ask for the `student` and `teacher` taps whatever the slots are called.
+        self.host.taps.set_alias("student", Some(&st.train));
+        self.host.taps.set_alias("teacher", st.teacher.as_deref());
         let subset = st.subset.unwrap_or(self.cfg.data.subset);
         let data = Arc::new(self.train.subset(subset, self.cfg.run.seed ^ 0x7a5e_7de7));
         let plan = BatchPlan {
@@ -335,12 +338,15 @@ impl Trainer {
             }
             losses.push((l.clone(), inst));
         }
+        // The trained model's parameters, and those of the stage's losses (α networks, projections).
+        let groups: Vec<String> =
+            std::iter::once(st.train.clone()).chain(losses.iter().map(|(_, l)| l.ctx().role.clone())).collect();
         let params: Vec<(String, candle_core::Var)> = self
             .host
             .params
-            .params(Some(&st.train))
+            .params(None)
             .into_iter()
-            .filter(|p| p.trainable)
+            .filter(|p| p.trainable && groups.contains(&p.group))
             .map(|p| (format!("{}.{}", p.group, p.name), p.var))
             .collect();
         let mut opt = Optimizer::new(self.cfg.stage_optimizer(i).clone(), params);

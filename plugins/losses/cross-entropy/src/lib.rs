@@ -1,13 +1,36 @@
 //! `cross-entropy`: the task loss on hard labels, with optional label smoothing; labels < 0
-//! (−100) and masked positions are ignored, and sequences reduce as a token mean.
+//! (−100) and masked positions are ignored, and sequences reduce as a token mean. Soft (teacher or
+//! augmenter) and mixed targets too.
 use retort_sdk::{export_plugins, functional as f, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// What the student is matched against.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The hard labels.
+    #[default]
+    Hard,
+    /// A distribution: batch `targets` (e.g. mixed labels from an augmenter), else softmax(teacher/τ).
+    Soft,
+    /// soft_weight·soft + (1 − soft_weight)·hard.
+    Mixed,
+}
+
 /// Parameters of `cross-entropy`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub label_smoothing: f64,
+    pub target: Target,
+    pub temperature: f64,
+    pub soft_weight: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { label_smoothing: 0.0, target: Target::Hard, temperature: 1.0, soft_weight: 0.5 }
+    }
 }
 
 /// The plugin instance.
@@ -22,10 +45,18 @@ impl Plugin for CrossEntropy {
     type Config = Config;
 
     fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[("label_smoothing", "ε in [0, 1): target is (1−ε)·one-hot + ε/C (Szegedy et al. 2016)")]
+        &[
+            ("label_smoothing", "ε in [0, 1): target is (1−ε)·one-hot + ε/C (Szegedy et al. 2016)"),
+            ("target", "\"hard\" (labels), \"soft\" (batch targets, else softmax(teacher/τ)) or \"mixed\""),
+            ("temperature", "τ for soft targets from the teacher (student log-probs at the same τ)"),
+            ("soft_weight", "weight of the soft part for target = \"mixed\""),
+        ]
     }
 
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
+        if !(0.0..=1.0).contains(&cfg.soft_weight) || cfg.temperature <= 0.0 {
+            return Err(Error::config("cross-entropy: need soft_weight in [0, 1] and temperature > 0"));
+        }
         if !(0.0..1.0).contains(&cfg.label_smoothing) {
             return Err(Error::config(format!(
                 "cross-entropy: label_smoothing must be in [0, 1), got {}",
@@ -36,11 +67,38 @@ impl Plugin for CrossEntropy {
     }
 }
 
+impl CrossEntropy {
+    fn soft(&self, batch: &Batch, zs: &Tensor) -> Result<Tensor> {
+        let tau = self.cfg.temperature;
+        let q = match batch.get("targets") {
+            Some(t) => f::rows(&t)?,
+            None => f::log_probs(&f::rows(&batch.tensor("teacher")?)?.detach()?, tau)?.exp()?,
+        };
+        let rows = f::cross_entropy_rows(&q, &f::log_probs(zs, tau)?)?;
+        f::reduce_rows(&rows, batch.get("mask").as_ref())
+    }
+}
+
 impl LossPlugin for CrossEntropy {
     fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
         let zs = f::rows(&batch.tensor("student")?)?;
+        match self.cfg.target {
+            Target::Hard => {}
+            Target::Soft => return self.soft(batch, &zs),
+            Target::Mixed => {
+                let w = self.cfg.soft_weight;
+                let hard = self.hard(batch, &zs)?;
+                return self.soft(batch, &zs)?.affine(w, 0.0)? + hard.affine(1.0 - w, 0.0)?;
+            }
+        }
+        self.hard(batch, &zs)
+    }
+}
+
+impl CrossEntropy {
+    fn hard(&self, batch: &Batch, zs: &Tensor) -> Result<Tensor> {
         let labels = batch.tensor("labels")?;
-        let log_q = f::log_probs(&zs, 1.0)?;
+        let log_q = f::log_probs(zs, 1.0)?;
         let mut rows = f::hard_ce_rows(&log_q, &labels)?;
         let eps = self.cfg.label_smoothing;
         if eps > 0.0 {

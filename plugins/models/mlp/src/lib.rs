@@ -27,6 +27,10 @@ pub struct Config {
     pub activation: Activation,
     pub dropout: f64,
     pub input_dropout: f64,
+    pub dual_head: bool,
+    pub dho_alpha: f64,
+    pub dho_beta: f64,
+    pub subclasses: usize,
 }
 
 impl Default for Config {
@@ -38,6 +42,10 @@ impl Default for Config {
             activation: Activation::Relu,
             dropout: 0.0,
             input_dropout: 0.0,
+            dual_head: false,
+            dho_alpha: 0.5,
+            dho_beta: 1.0,
+            subclasses: 1,
         }
     }
 }
@@ -46,6 +54,9 @@ impl Default for Config {
 pub struct Mlp {
     ctx: Ctx,
     layers: Vec<Linear>,
+    kd_head: Option<Linear>,
+    dho: (f64, f64),
+    subclasses: usize,
     activation: Activation,
     dropout: Dropout,
     input_dropout: Dropout,
@@ -65,6 +76,18 @@ impl Plugin for Mlp {
             ("activation", "hidden nonlinearity: relu, gelu, tanh or sigmoid"),
             ("dropout", "dropout probability after each hidden layer while training"),
             ("input_dropout", "dropout probability on the input while training"),
+            (
+                "dual_head",
+                "a second output head for DHO: tapped as logits_kd while training; in evaluation the \
+              output is log(α·softmax(h_ce) + (1−α)·softmax(h_kd/β))",
+            ),
+            ("dho_alpha", "α of the dual-head inference mix (tune on validation data)"),
+            ("dho_beta", "β, the KD head's inference temperature (tune on validation data)"),
+            (
+                "subclasses",
+                "logits per class (LELP): training outputs classes × subclasses logits; evaluation \
+              sums each class's subclass probabilities",
+            ),
         ]
     }
 
@@ -77,17 +100,26 @@ impl Plugin for Mlp {
         if cfg.input_dim == 0 || cfg.classes == 0 || cfg.hidden.contains(&0) {
             return Err(Error::config("mlp: input_dim, classes and hidden widths must be > 0"));
         }
+        if cfg.subclasses == 0 {
+            return Err(Error::config("mlp: subclasses must be ≥ 1"));
+        }
         let mut dims = vec![cfg.input_dim];
         dims.extend(&cfg.hidden);
-        dims.push(cfg.classes);
+        dims.push(cfg.classes * cfg.subclasses);
         let layers = dims
             .windows(2)
             .enumerate()
             .map(|(i, w)| Linear::new(&ctx, &format!("fc{}", i + 1), w[0], w[1], true))
             .collect::<Result<Vec<_>>>()?;
+        let last_in = *dims.get(dims.len() - 2).unwrap_or(&cfg.input_dim);
+        let kd_head =
+            if cfg.dual_head { Some(Linear::new(&ctx, "head_kd", last_in, cfg.classes, true)?) } else { None };
         Ok(Mlp {
             ctx,
             layers,
+            kd_head,
+            dho: (cfg.dho_alpha, cfg.dho_beta),
+            subclasses: cfg.subclasses,
             activation: cfg.activation,
             dropout: Dropout::new(&ctx, cfg.dropout),
             input_dropout: Dropout::new(&ctx, cfg.input_dropout),
@@ -113,13 +145,28 @@ impl ModelPlugin for Mlp {
         let mut x = if input.rank() > 2 { input.flatten_from(1)? } else { input };
         x = self.input_dropout.forward(&x, train)?;
         let last = self.layers.len() - 1;
+        let mut kd = None;
         for (i, layer) in self.layers.iter().enumerate() {
+            if i == last {
+                if let Some(h) = &self.kd_head {
+                    kd = Some(self.ctx.tap("logits_kd", &h.forward(&x)?)?);
+                }
+            }
             x = layer.forward(&x)?;
             if i < last {
                 x = self.activate(&x)?;
                 x = self.ctx.tap(&format!("layer{}", i + 1), &x)?;
                 x = self.dropout.forward(&x, train)?;
             }
+        }
+        self.ctx.tap("classifier", self.layers[last].weight())?;
+        if let (Some(h_kd), false) = (kd, train) {
+            x = retort_sdk::functional::dho_combine(&x, &h_kd, self.dho.0, self.dho.1)?;
+        }
+        if self.subclasses > 1 && !train {
+            let (n, k) = (x.dim(0)?, x.dim(1)? / self.subclasses);
+            // softmax over these is the summed subclass probability of each class.
+            x = x.reshape(&[n, k, self.subclasses])?.logsumexp(-1)?;
         }
         self.ctx.tap("logits", &x)
     }

@@ -1,0 +1,58 @@
+//! MIXSTD (MIX-KD, Choi et al., WACV 2023): logit standardisation instead of a temperature, with a
+//! CE on (possibly mixed) soft labels.
+use retort_sdk::{functional as f, Batch, Ctx, DType, LossPlugin, Plugin, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Parameters of `mixstd`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub gamma: f64,
+    pub alpha: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { gamma: 0.1, alpha: 0.9 }
+    }
+}
+
+/// The plugin instance.
+pub struct MixStd {
+    cfg: Config,
+}
+
+impl Plugin for MixStd {
+    const NAME: &'static str = "mixstd";
+    const SUMMARY: &'static str =
+        "MIXSTD (MIX-KD, Choi et al., WACV 2023): γ·CE(ỹ, softmax(zˢ/σˢ)) + α·KL(softmax(zᵗ/σᵗ) \
+        ‖ softmax(zˢ/σˢ)), σ = per-sample unbiased std of the logits, batch mean, no τ². Scale-invariant in both \
+        networks' logits. ỹ = batch targets (mixed soft labels from an augmenter) or one-hot labels. Inputs: \
+        student, teacher, labels or targets.";
+    type Config = Config;
+    fn param_docs() -> &'static [(&'static str, &'static str)] {
+        &[("gamma", "weight of the CE term (0.1)"), ("alpha", "weight of the KD term (0.9)")]
+    }
+    fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
+        Ok(MixStd { cfg })
+    }
+}
+
+fn standardised_log_probs(z: &Tensor) -> Result<Tensor> {
+    z.div(&z.std_keepdim(-1)?.clamp(1e-12, f64::INFINITY)?)?.log_softmax(-1)
+}
+
+impl LossPlugin for MixStd {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let zs = f::rows(&batch.tensor("student")?)?;
+        let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
+        let (ls, lt) = (standardised_log_probs(&zs)?, standardised_log_probs(&zt)?);
+        let target = match batch.get("targets") {
+            Some(t) => f::rows(&t)?,
+            None => batch.tensor("labels")?.flatten_all()?.to_dtype(DType::I64)?.one_hot(zs.dim(-1)?)?,
+        };
+        let cls = f::cross_entropy_rows(&target, &ls)?.mean_all()?;
+        let kd = f::kl_rows(&lt, &ls)?.mean_all()?;
+        cls.affine(self.cfg.gamma, 0.0)? + kd.affine(self.cfg.alpha, 0.0)?
+    }
+}
