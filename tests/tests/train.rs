@@ -221,3 +221,19 @@ fn tempfile_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn every_example_config_is_valid() {
+    let mut n = 0;
+    for dir in ["examples", "examples/losses"] {
+        for e in std::fs::read_dir(workspace().join(dir)).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let (ok, out, err) = retort(&["config", "check", p.to_str().unwrap()], &[]);
+                assert!(ok, "{}: {out}{err}", p.display());
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 20, "found {n} example configs");
+}
