@@ -365,7 +365,7 @@ pub fn index(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             let shape = broadcast_shape(&[xs[0].dims(), t.dims(), f.dims()])?;
             // Broadcast only what needs it: a no-op broadcast still costs a node in backward.
             let fit = |x: Tensor| -> OpResult {
-                Ok(if x.dims() == shape.as_slice() { x } else { x.broadcast_as(shape.clone())?.contiguous()? })
+                Ok(if x.dims() == shape.as_slice() { x } else { x.broadcast_as(shape.clone())? })
             };
             fit(as_mask(xs[0])?)?.where_cond(&fit(t)?, &fit(f)?)?
         }

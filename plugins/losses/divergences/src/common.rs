@@ -35,7 +35,9 @@ pub fn log_mix(w: f64, log_a: &Tensor, log_b: &Tensor) -> Result<Tensor> {
     }
     let a = log_a.affine(1.0, w.ln())?;
     let b = log_b.affine(1.0, (-w).ln_1p())?;
-    Tensor::stack(&[&a, &b], 0)?.logsumexp(0)
+    // Two-term logsumexp: m + log(e^(a−m) + e^(b−m)), m = max(a, b) (no stacking copy).
+    let m = a.maximum(&b)?.detach()?;
+    (a.sub(&m)?.exp()? + b.sub(&m)?.exp()?)?.log()?.add(&m)
 }
 
 /// Reduces per-row values and applies τ² when asked.

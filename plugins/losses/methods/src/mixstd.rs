@@ -1,6 +1,6 @@
 //! MIXSTD (MIX-KD, Choi et al., WACV 2023): logit standardisation instead of a temperature, with a
 //! CE on (possibly mixed) soft labels.
-use retort_sdk::{functional as f, Batch, Ctx, DType, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{functional as f, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Parameters of `mixstd`.
@@ -47,11 +47,11 @@ impl LossPlugin for MixStd {
         let zs = f::rows(&batch.tensor("student")?)?;
         let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
         let (ls, lt) = (standardised_log_probs(&zs)?, standardised_log_probs(&zt)?);
-        let target = match batch.get("targets") {
-            Some(t) => f::rows(&t)?,
-            None => batch.tensor("labels")?.flatten_all()?.to_dtype(DType::I64)?.one_hot(zs.dim(-1)?)?,
-        };
-        let cls = f::cross_entropy_rows(&target, &ls)?.mean_all()?;
+        let cls = match batch.get("targets") {
+            Some(t) => f::cross_entropy_rows(&f::rows(&t)?, &ls)?,
+            None => f::hard_ce_rows(&ls, &batch.tensor("labels")?)?,
+        }
+        .mean_all()?;
         let kd = f::kl_rows(&lt, &ls)?.mean_all()?;
         cls.affine(self.cfg.gamma, 0.0)? + kd.affine(self.cfg.alpha, 0.0)?
     }
