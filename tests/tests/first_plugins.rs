@@ -70,7 +70,7 @@ fn mlp_shapes_taps_parameters_and_modes() {
     let x = Tensor::randn(0f32, 1.0, (3, 1, 3, 4), &Device::Cpu).unwrap();
     let y = m.forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0)).unwrap();
     assert_eq!(y.dims(), &[3, 4]);
-    assert_eq!(host.taps.names("student"), vec!["layer1", "layer2", "logits"]);
+    assert_eq!(host.taps.names("student"), vec!["classifier", "layer1", "layer2", "logits"]);
     assert_eq!(host.taps.get("student", "layer1").unwrap().dims(), &[3, 8]);
     assert_eq!(host.params.count("student"), 12 * 8 + 8 + 8 * 6 + 6 + 6 * 4 + 4);
     // Eval is deterministic; training applies dropout.
