@@ -61,3 +61,16 @@ fn plugin_dir_flag_adds_a_search_directory() {
     assert!(ok && out.contains("fixture-old-api"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn every_plugin_documents_every_parameter() {
+    let reg = retort::Registry::discover(&[retort_e2e::build_dir()]);
+    assert!(reg.entries().len() >= 20, "{} plugins found", reg.entries().len());
+    for e in reg.entries() {
+        assert!(!e.meta.summary.is_empty(), "{} has no summary", e.meta.name);
+        for p in &e.meta.params {
+            assert!(!p.doc.is_empty(), "{}: parameter `{}` has no doc line", e.meta.name, p.name);
+            assert!(serde_json::from_str::<serde_json::Value>(&p.default_json).is_ok());
+        }
+    }
+}
