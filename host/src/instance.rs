@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use retort_plugin_api::{
     abi_stable::std_types::{RResult, RSlice, RStr},
     codes::{error as code, kind},
-    ApiError, Batch, LossBox, ModelBox, NamedScalar, NamedTensor, PluginHost, RawTensor,
+    ApiError, Batch, LossBox, ModelBox, NamedScalar, NamedTensor, PluginHost, PluginModuleRef, RawTensor,
 };
 
 use crate::{
@@ -62,6 +62,9 @@ impl Inputs {
         out
     }
 }
+
+/// A `PluginModule` constructor returning plugin objects of type `O`.
+type Constructor<O> = extern "C" fn(PluginHost, RStr<'_>, RStr<'_>) -> RResult<O, ApiError>;
 
 /// The ABI methods every plugin object has.
 pub trait AbiObject {
@@ -149,6 +152,24 @@ impl<O: AbiObject> Instance<O> {
         }
     }
 
+    /// Calls the library's constructor for this kind with a fresh context for `role`.
+    fn construct(
+        host: &Host,
+        lib: &Arc<Library>,
+        name: &str,
+        role: &str,
+        config: &str,
+        ctor: impl FnOnce(PluginModuleRef) -> Constructor<O>,
+    ) -> Result<Self> {
+        let meta = lib.meta(name, O::KIND)?;
+        let ctx = host.ctx(role, name);
+        let ph = PluginHost { api: host_api(), ctx: ctx.raw() };
+        match ctor(lib.module())(ph, RStr::from_str(name), RStr::from_str(config)) {
+            RResult::ROk(obj) => Ok(Instance { obj, ctx, lib: lib.clone(), meta }),
+            RResult::RErr(e) => Err(plugin_error(name, O::KIND, e)),
+        }
+    }
+
     fn take_tensor(&self, r: RResult<RawTensor, ApiError>) -> Result<Tensor> {
         match r {
             // SAFETY: the plugin returns an owned handle.
@@ -171,14 +192,7 @@ pub fn plugin_error(name: &str, kind_code: u32, e: ApiError) -> HostError {
 impl LossInstance {
     /// Builds loss plugin `name` from `lib` in slot `role` with a JSON config.
     pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
-        let meta = lib.meta(name, kind::LOSS)?;
-        let ctx = host.ctx(role, name);
-        let ph = PluginHost { api: host_api(), ctx: ctx.raw() };
-        let r = (lib.module().new_loss())(ph, RStr::from_str(name), RStr::from_str(config));
-        match r {
-            RResult::ROk(obj) => Ok(Instance { obj, ctx, lib: lib.clone(), meta }),
-            RResult::RErr(e) => Err(plugin_error(name, kind::LOSS, e)),
-        }
+        Self::construct(host, lib, name, role, config, |m| m.new_loss())
     }
 
     /// The loss for these inputs: a finite scalar, or an error naming the plugin.
@@ -201,14 +215,7 @@ impl LossInstance {
 impl ModelInstance {
     /// Builds model plugin `name` from `lib` in slot `role` with a JSON config.
     pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
-        let meta = lib.meta(name, kind::MODEL)?;
-        let ctx = host.ctx(role, name);
-        let ph = PluginHost { api: host_api(), ctx: ctx.raw() };
-        let r = (lib.module().new_model())(ph, RStr::from_str(name), RStr::from_str(config));
-        match r {
-            RResult::ROk(obj) => Ok(Instance { obj, ctx, lib: lib.clone(), meta }),
-            RResult::RErr(e) => Err(plugin_error(name, kind::MODEL, e)),
-        }
+        Self::construct(host, lib, name, role, config, |m| m.new_model())
     }
 
     /// The model's output for these inputs (`input`, and `train` as a number).

@@ -3,7 +3,27 @@
 //! Conventions follow `LOGIT-LOSSES.md`: logits are upcast to f32, probabilities come from
 //! log-softmax, rows are flattened to `[N, C]` (N = B·L for sequences), and a row mask selects
 //! valid tokens for the token mean.
+use serde::{Deserialize, Serialize};
+
 use crate::{DType, Result, Tensor};
+
+/// Which value a teacher-target loss reports: KL(p‖q), or the cross-entropy form −Σ p log q
+/// (KL plus the target's entropy, as DistiLLM, TAID and SinKD report). Same student gradient.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueForm {
+    #[default]
+    Kl,
+    Ce,
+}
+
+/// Per-row `KL(p‖q)` or `−Σ p log q` from log-probabilities, as `form` asks.
+pub fn teacher_target_rows(log_p: &Tensor, log_q: &Tensor, form: ValueForm) -> Result<Tensor> {
+    match form {
+        ValueForm::Kl => kl_rows(log_p, log_q),
+        ValueForm::Ce => cross_entropy_rows(&log_p.exp()?, log_q),
+    }
+}
 
 /// Flattens `[B, C]` or `[B, L, C]` logits to `[N, C]` f32.
 pub fn rows(logits: &Tensor) -> Result<Tensor> {

@@ -1,15 +1,5 @@
 //! What every divergence shares: temperature handling, log-probabilities, reduction.
 use retort_sdk::{functional as f, Batch, Result, Tensor};
-use serde::{Deserialize, Serialize};
-
-/// Which value a teacher-target loss reports (the student gradient is the same).
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueForm {
-    #[default]
-    Kl,
-    Ce,
-}
 
 /// The student's and the teacher's log-probabilities at temperature τ, `[N, C]`, and the mask.
 pub struct Pair {

@@ -2,7 +2,9 @@
 use retort_sdk::{functional as f, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_tau, check_unit, finish, log_mix, pair, ValueForm};
+use retort_sdk::functional::ValueForm;
+
+use crate::common::{check_tau, check_unit, finish, log_mix, pair};
 
 const TAU_DOC: (&str, &str) = ("temperature", "temperature τ applied to both distributions (1 in the LLM codebases)");
 const TAU2_DOC: (&str, &str) = ("tau_squared", "multiply by τ² (Hinton's scaling; off in DistiLLM, TAID, TRL)");
@@ -146,10 +148,7 @@ impl LossPlugin for SkewKl {
     fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
         let p = pair(batch, self.cfg.temperature)?;
         let log_m = log_mix(self.cfg.alpha, &p.log_pt, &p.log_ps)?;
-        let rows = match self.cfg.value_form {
-            ValueForm::Kl => f::kl_rows(&p.log_pt, &log_m)?,
-            ValueForm::Ce => f::cross_entropy_rows(&p.log_pt.exp()?, &log_m)?,
-        };
+        let rows = f::teacher_target_rows(&p.log_pt, &log_m, self.cfg.value_form)?;
         finish(&rows, &p, self.cfg.temperature, self.cfg.tau_squared)
     }
 }

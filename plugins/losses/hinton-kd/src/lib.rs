@@ -1,17 +1,9 @@
 //! `hinton-kd`: forward KL between temperature-softened teacher and student distributions
 //! (Hinton, Vinyals & Dean 2015), scaled by τ², optionally mixed with hard-label CE.
-use retort_sdk::{export_plugins, functional as f, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{
+    export_plugins, functional as f, functional::ValueForm, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor,
+};
 use serde::{Deserialize, Serialize};
-
-/// Which value the loss reports; the gradient w.r.t. the student is the same.
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueForm {
-    /// KL(pᵗ‖pˢ).
-    Kl,
-    /// −Σ pᵗ log pˢ (KL plus the teacher entropy), as DistiLLM and TAID report.
-    Ce,
-}
 
 /// Parameters of `hinton-kd`.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -69,10 +61,7 @@ impl LossPlugin for HintonKd {
         let mask = batch.get("mask");
         let log_ps = f::log_probs(&zs, tau)?;
         let log_pt = f::log_probs(&zt, tau)?;
-        let rows = match self.cfg.value_form {
-            ValueForm::Kl => f::kl_rows(&log_pt, &log_ps)?,
-            ValueForm::Ce => f::cross_entropy_rows(&log_pt.exp()?, &log_ps)?,
-        };
+        let rows = f::teacher_target_rows(&log_pt, &log_ps, self.cfg.value_form)?;
         let scale = if self.cfg.tau_squared { tau * tau } else { 1.0 };
         let kd = f::reduce_rows(&rows, mask.as_ref())?.affine(scale * self.cfg.alpha, 0.0)?;
         if self.cfg.alpha >= 1.0 {

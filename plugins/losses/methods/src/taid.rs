@@ -1,18 +1,9 @@
 //! TAID (Shing et al., ICLR 2025): KL to a target interpolated in logit space between the
 //! (stop-gradient) student and the teacher, with an adaptive interpolation parameter t.
-use retort_sdk::{functional as f, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{functional as f, functional::ValueForm, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{decode, encode};
-
-/// Reported value: KL form (paper) or CE form (official code; same gradient).
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueForm {
-    #[default]
-    Kl,
-    Ce,
-}
 
 /// Parameters of `taid`.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -111,10 +102,7 @@ impl LossPlugin for Taid {
         let target = (zs.detach()?.affine(1.0 - t, 0.0)? + zt.affine(t, 0.0)?)?;
         let log_p = f::log_probs(&target, 1.0)?;
         let log_ps = f::log_probs(&zs, 1.0)?;
-        let rows = match self.cfg.value_form {
-            ValueForm::Kl => f::kl_rows(&log_p, &log_ps)?,
-            ValueForm::Ce => f::cross_entropy_rows(&log_p.exp()?, &log_ps)?,
-        };
+        let rows = f::teacher_target_rows(&log_p, &log_ps, self.cfg.value_form)?;
         let j = f::reduce_rows(&rows, batch.get("mask").as_ref())?;
         let jv = j.to_scalar::<f64>()?;
         let total = batch.scalar("total_steps").unwrap_or(1.0);
