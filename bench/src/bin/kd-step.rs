@@ -43,22 +43,39 @@ fn retort_steps(data: &[(Tensor, Tensor)], steps: usize) -> anyhow::Result<f64> 
         LossInstance::new(&host, &lib("retort_loss_hinton_kd")?, "hinton-kd", "kd", r#"{"temperature": 20.0}"#)?;
     let params = host.params.params(Some("student")).into_iter().map(|p| (p.name, p.var)).collect();
     let mut opt = Optimizer::new(OptimizerSection::default(), params);
-    let mut step = |i: usize| -> anyhow::Result<()> {
+    let mut phases = [0f64; 5];
+    let mut step = |i: usize, phases: &mut [f64; 5]| -> anyhow::Result<()> {
         let (x, _) = &data[i % data.len()];
+        let t0 = Instant::now();
         let zt = teacher.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?.detach();
+        let t1 = Instant::now();
         let zs = student.forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))?;
+        let t2 = Instant::now();
         let l = kd.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zt))?;
-        opt.step(&l.backward()?, 1e-3)?;
+        let t3 = Instant::now();
+        let grads = l.backward()?;
+        let t4 = Instant::now();
+        opt.step(&grads, 1e-3)?;
+        drop(grads);
+        let t5 = Instant::now();
+        for (p, (a, b)) in phases.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]) {
+            *p += (b - a).as_secs_f64() * 1e3;
+        }
         Ok(())
     };
+    let mut warm = [0f64; 5];
     for i in 0..3 {
-        step(i)?;
+        step(i, &mut warm)?;
     }
     let t = Instant::now();
     for i in 0..steps {
-        step(i)?;
+        step(i, &mut phases)?;
     }
-    Ok(steps as f64 / t.elapsed().as_secs_f64())
+    let sps = steps as f64 / t.elapsed().as_secs_f64();
+    let names = ["teacher forward", "student forward", "loss", "backward", "optimizer"];
+    let per: Vec<String> = names.iter().zip(phases).map(|(n, p)| format!("{n} {:.2}", p / steps as f64)).collect();
+    eprintln!("retort phases (ms/step): {}", per.join(", "));
+    Ok(sps)
 }
 
 struct Mlp {
