@@ -156,6 +156,9 @@ pub mod nn {
     pub const MAX_POOL2D: u32 = 1;
     /// tensors: [x]; args: [kh, kw, sh, sw]
     pub const AVG_POOL2D: u32 = 2;
+    /// tensors: [x (…, in), w (out, in), optional b (out)]; args: none. `x·wᵀ + b`, fused by the host
+    /// (gradient laid out as w, input gradient skipped for plain data). Older hosts: UNSUPPORTED.
+    pub const LINEAR: u32 = 3;
 }
 
 /// Distributions for `HostApi::rand` and parameter initialisation ([`crate::InitSpec`]).

@@ -287,6 +287,23 @@ impl Tensor {
         self.wrap((self.api().nn())(op, RSlice::from_slice(&raws), RSlice::from_slice(&args)))
     }
 
+    /// `self·wᵀ + b` as one host op (fused forward and backward where the host has it; the plain
+    /// matmul + add on hosts that predate it).
+    pub fn linear(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let mut raws = vec![self.raw(), w.raw()];
+        raws.extend(b.map(Tensor::raw));
+        match self.wrap((self.api().nn())(nn::LINEAR, RSlice::from_slice(&raws), RSlice::from_slice(&[]))) {
+            Err(e) if e.code == retort_plugin_api::codes::error::UNSUPPORTED => {
+                let y = self.matmul(&w.t()?)?;
+                match b {
+                    Some(b) => y.add(b),
+                    None => Ok(y),
+                }
+            }
+            r => r,
+        }
+    }
+
     /// The same values, cut from the autograd graph (stop-gradient).
     pub fn detach(&self) -> Result<Tensor> {
         self.wrap((self.api().detach())(self.raw()))

@@ -110,7 +110,7 @@ pub fn unary(op: u32, x: &Tensor) -> OpResult {
         u::ABS => x.abs()?,
         u::SQRT => x.sqrt()?,
         u::RECIP => x.recip()?,
-        u::RELU => x.relu()?,
+        u::RELU => super::fused::relu(x)?,
         u::GELU => x.gelu()?,
         u::TANH => x.tanh()?,
         u::SIGMOID => x.neg()?.exp()?.affine(1.0, 1.0)?.recip()?,
@@ -402,6 +402,12 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             } else {
                 xs[0].avg_pool2d_with_stride((a[0], a[1]), (a[2], a[3]))?
             }
+        }
+        nn::LINEAR => {
+            if !(2..=3).contains(&xs.len()) {
+                return invalid("linear takes [input, weight] or [input, weight, bias]");
+            }
+            super::fused::linear(xs[0], xs[1], xs.get(2).copied())?
         }
         other => return unsupported("nn", other),
     })
