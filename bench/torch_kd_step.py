@@ -35,11 +35,25 @@ def mlp(dims):
     return torch.nn.Sequential(*layers)
 
 
+def cnn(c1, c2, hidden):
+    """LeNet-style: conv 5x5 same + ReLU + max-pool 2, twice, then fc + ReLU + fc (as Retort's cnn)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, c1, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(c1, c2, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(c2 * 49, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+
+
 def main():
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    use_cnn = len(sys.argv) > 2 and sys.argv[2] == "cnn"
     x_all = load_images(128 * 20)
+    if use_cnn:
+        x_all = x_all.view(-1, 1, 28, 28)
     batches = [x_all[i * 128:(i + 1) * 128] for i in range(20)]
-    teacher, student = mlp([784, 1200, 1200, 10]), mlp([784, 800, 800, 10])
+    if use_cnn:
+        teacher, student = cnn(32, 64, 256), cnn(16, 32, 128)
+    else:
+        teacher, student = mlp([784, 1200, 1200, 10]), mlp([784, 800, 800, 10])
     teacher.eval()
     opt = torch.optim.Adam(student.parameters(), lr=1e-3)
 

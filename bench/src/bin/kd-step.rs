@@ -3,7 +3,8 @@
 //! run by `bench/run.sh`). Teacher 784-1200-1200-10, student 784-800-800-10, batch 128, Adam,
 //! τ = 20, teacher forward every step, real MNIST batches.
 //!
-//! `RAYON_NUM_THREADS=1 cargo run --release -p retort-bench --bin kd-step -- [steps]`
+//! `RAYON_NUM_THREADS=1 cargo run --release -p retort-bench --bin kd-step -- [steps] [mlp|cnn]`
+//! (the CNN job: LeNet-style teacher conv 32-64 + fc 256, student conv 16-32 + fc 128).
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -34,11 +35,21 @@ fn batches(n: usize) -> anyhow::Result<Vec<(Tensor, Tensor)>> {
 }
 
 /// Retort: mlp plugins for both models, hinton-kd plugin, the host's fused AdamW.
-fn retort_steps(data: &[(Tensor, Tensor)], steps: usize) -> anyhow::Result<f64> {
+fn retort_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool) -> anyhow::Result<f64> {
     let host = Host::cpu(0);
-    let mlp = lib("retort_model_mlp")?;
-    let mut teacher = ModelInstance::new(&host, &mlp, "mlp", "teacher", r#"{"hidden": [1200, 1200]}"#)?;
-    let mut student = ModelInstance::new(&host, &mlp, "mlp", "student", r#"{"hidden": [800, 800]}"#)?;
+    let (mut teacher, mut student) = if cnn {
+        let l = lib("retort_model_cnn")?;
+        (
+            ModelInstance::new(&host, &l, "cnn", "teacher", r#"{"channels": [32, 64], "hidden": 256}"#)?,
+            ModelInstance::new(&host, &l, "cnn", "student", r#"{"channels": [16, 32], "hidden": 128}"#)?,
+        )
+    } else {
+        let l = lib("retort_model_mlp")?;
+        (
+            ModelInstance::new(&host, &l, "mlp", "teacher", r#"{"hidden": [1200, 1200]}"#)?,
+            ModelInstance::new(&host, &l, "mlp", "student", r#"{"hidden": [800, 800]}"#)?,
+        )
+    };
     let mut kd =
         LossInstance::new(&host, &lib("retort_loss_hinton_kd")?, "hinton-kd", "kd", r#"{"temperature": 20.0}"#)?;
     let params = host.params.params(Some("student")).into_iter().map(|p| (p.name, p.var)).collect();
@@ -156,10 +167,18 @@ fn candle_steps(data: &[(Tensor, Tensor)], steps: usize) -> anyhow::Result<f64> 
 
 fn main() -> anyhow::Result<()> {
     let steps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let data = batches(20)?;
+    let cnn = std::env::args().nth(2).as_deref() == Some("cnn");
+    let mut data = batches(20)?;
     assert_eq!(data[0].0.dtype(), DType::F32);
+    if cnn {
+        for (x, _) in data.iter_mut() {
+            *x = x.reshape((x.dim(0)?, 1, 28, 28))?;
+        }
+        println!("retort {:.2} steps/s", retort_steps(&data, steps, true)?);
+        return Ok(());
+    }
     let plain = candle_steps(&data, steps)?;
-    let retort = retort_steps(&data, steps)?;
+    let retort = retort_steps(&data, steps, false)?;
     println!("retort {retort:.2} steps/s");
     println!("candle {plain:.2} steps/s");
     Ok(())

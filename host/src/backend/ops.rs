@@ -389,7 +389,7 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             }
             nargs(args, 4, "conv2d")?;
             let a: Vec<usize> = args.iter().map(|&v| usize_arg(v, "conv2d argument")).collect::<OpResult<_>>()?;
-            xs[0].conv2d(xs[1], a[0], a[1].max(1), a[2].max(1), a[3].max(1))?
+            super::conv::conv2d(xs[0], xs[1], a[0], a[1].max(1), a[2].max(1), a[3].max(1))?
         }
         nn::MAX_POOL2D | nn::AVG_POOL2D => {
             if xs.len() != 1 {
@@ -398,7 +398,7 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             nargs(args, 4, "pool2d")?;
             let a: Vec<usize> = args.iter().map(|&v| usize_arg(v, "pool argument")).collect::<OpResult<_>>()?;
             if op == nn::MAX_POOL2D {
-                xs[0].max_pool2d_with_stride((a[0], a[1]), (a[2], a[3]))?
+                super::conv::max_pool2d(xs[0], (a[0], a[1]), (a[2], a[3]))?
             } else {
                 xs[0].avg_pool2d_with_stride((a[0], a[1]), (a[2], a[3]))?
             }

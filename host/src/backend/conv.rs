@@ -1,0 +1,413 @@
+//! Fused 2-D convolution (im2col + gemm, forward and backward) and max pooling with a direct
+//! backward, as candle custom ops on CPU f32. Candle's own conv backward builds the kernel
+//! gradient as a convolution over transposed tensors and pooling backward goes through
+//! upsample + compare; these do each in one pass per sample.
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("fused conv: {what} must be contiguous f32"),
+    }
+}
+
+fn parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        n if n > 1 => gemm::Parallelism::Rayon(n),
+        _ => gemm::Parallelism::None,
+    }
+}
+
+/// `dst[m×n] (= dst if acc) + lhs[m×k]·rhs[k×n]` with explicit (row, column) strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    // SAFETY: callers pass slices covering the strided m×k, k×n and m×n extents.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            acc,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if acc { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        )
+    }
+}
+
+/// Geometry of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    pad: usize,
+    stride: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geom {
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Columns `[C·kh·kw, Ho·Wo]` of one sample `[C, H, W]`.
+    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        let p = self.p();
+        for c in 0..self.c {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * p..][..p];
+                    for oy in 0..self.ho {
+                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                        let out = &mut row[oy * self.wo..(oy + 1) * self.wo];
+                        if iy < 0 || iy >= self.h as isize {
+                            out.fill(0.0);
+                            continue;
+                        }
+                        let src = &x[(c * self.h + iy as usize) * self.w..][..self.w];
+                        for (ox, v) in out.iter_mut().enumerate() {
+                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
+                            *v = if ix >= 0 && ix < self.w as isize { src[ix as usize] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds columns back into one sample's gradient `[C, H, W]`.
+    fn col2im(&self, cols: &[f32], gx: &mut [f32]) {
+        let p = self.p();
+        for c in 0..self.c {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let row = &cols[((c * self.kh + ky) * self.kw + kx) * p..][..p];
+                    for oy in 0..self.ho {
+                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                        if iy < 0 || iy >= self.h as isize {
+                            continue;
+                        }
+                        let dst = &mut gx[(c * self.h + iy as usize) * self.w..][..self.w];
+                        for (ox, &v) in row[oy * self.wo..(oy + 1) * self.wo].iter().enumerate() {
+                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
+                            if ix >= 0 && ix < self.w as isize {
+                                dst[ix as usize] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn geom(x: &Layout, w: &Layout, pad: usize, stride: usize) -> Result<Geom> {
+    let (n, c, h, wd) = x.shape().dims4()?;
+    let (o, c2, kh, kw) = w.shape().dims4()?;
+    if c != c2 || h + 2 * pad < kh || wd + 2 * pad < kw {
+        candle_core::bail!("conv2d: input {:?} and kernel {:?} do not fit", x.dims(), w.dims());
+    }
+    let ho = (h + 2 * pad - kh) / stride + 1;
+    let wo = (wd + 2 * pad - kw) / stride + 1;
+    Ok(Geom { n, c, h, w: wd, o, kh, kw, pad, stride, ho, wo })
+}
+
+/// Convolution forward; backward through [`ConvGradInput`] and [`ConvGradKernel`].
+struct Conv {
+    pad: usize,
+    stride: usize,
+}
+
+impl candle_core::CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "retort-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = geom(l1, l2, self.pad, self.stride)?;
+        let (x, w) = (slice(s1, l1, "input")?, slice(s2, l2, "kernel")?);
+        let (k, p) = (g.k(), g.p());
+        let mut cols = vec![0f32; k * p];
+        let mut out = vec![0f32; g.n * g.o * p];
+        for s in 0..g.n {
+            g.im2col(&x[s * g.c * g.h * g.w..][..g.c * g.h * g.w], &mut cols);
+            gemm_acc(g.o, p, k, &mut out[s * g.o * p..][..g.o * p], p, false, w, (k, 1), &cols, (p, 1));
+        }
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, g.ho, g.wo))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(w, &ConvGradInput { pad: self.pad, stride: self.stride, x: x.dims4()? })?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&grad, &ConvGradKernel { pad: self.pad, stride: self.stride, w: w.dims4()? })?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+/// Input gradient: per sample, Wᵀ·g then col2im.
+struct ConvGradInput {
+    pad: usize,
+    stride: usize,
+    x: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for ConvGradInput {
+    fn name(&self) -> &'static str {
+        "retort-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (g_out, w) = (slice(s1, l1, "gradient")?, slice(s2, l2, "kernel")?);
+        let xl = Layout::contiguous(self.x);
+        let g = geom(&xl, l2, self.pad, self.stride)?;
+        let (k, p) = (g.k(), g.p());
+        let mut dcols = vec![0f32; k * p];
+        let mut gx = vec![0f32; g.n * g.c * g.h * g.w];
+        for s in 0..g.n {
+            gemm_acc(k, p, g.o, &mut dcols, p, false, w, (1, k), &g_out[s * g.o * p..][..g.o * p], (p, 1));
+            g.col2im(&dcols, &mut gx[s * g.c * g.h * g.w..][..g.c * g.h * g.w]);
+        }
+        Ok((CpuStorage::F32(gx), Shape::from(self.x)))
+    }
+}
+
+/// Kernel gradient: Σ over samples of g·colsᵀ, laid out as the kernel.
+struct ConvGradKernel {
+    pad: usize,
+    stride: usize,
+    w: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for ConvGradKernel {
+    fn name(&self) -> &'static str {
+        "retort-conv2d-grad-kernel"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g_out) = (slice(s1, l1, "input")?, slice(s2, l2, "gradient")?);
+        let wl = Layout::contiguous(self.w);
+        let g = geom(l1, &wl, self.pad, self.stride)?;
+        let (k, p) = (g.k(), g.p());
+        let mut cols = vec![0f32; k * p];
+        let mut gw = vec![0f32; g.o * k];
+        for s in 0..g.n {
+            g.im2col(&x[s * g.c * g.h * g.w..][..g.c * g.h * g.w], &mut cols);
+            gemm_acc(g.o, k, p, &mut gw, k, s > 0, &g_out[s * g.o * p..][..g.o * p], (p, 1), &cols, (1, p));
+        }
+        Ok((CpuStorage::F32(gw), Shape::from(self.w)))
+    }
+}
+
+/// 2-D convolution: fused on CPU f32 with groups = dilation = 1, candle's elsewhere.
+pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize, dilation: usize, groups: usize) -> Result<Tensor> {
+    let fused = matches!(x.device(), Device::Cpu)
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && dilation == 1
+        && groups == 1
+        && x.rank() == 4;
+    if !fused {
+        return x.conv2d(w, padding, stride, dilation, groups);
+    }
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv { pad: padding, stride: stride.max(1) })
+}
+
+/// Max pooling without padding; backward routes each gradient to its window's (first) maximum.
+struct MaxPool {
+    k: (usize, usize),
+    s: (usize, usize),
+}
+
+impl MaxPool {
+    fn out_dims(&self, l: &Layout) -> Result<(usize, usize, usize, usize, usize, usize)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        if h < self.k.0 || w < self.k.1 {
+            candle_core::bail!("max_pool2d: window {:?} larger than input {:?}", self.k, l.dims());
+        }
+        Ok((n * c, h, w, (h - self.k.0) / self.s.0 + 1, (w - self.k.1) / self.s.1 + 1, c))
+    }
+
+    /// Index (within the plane) of each window's first maximum.
+    fn argmax(&self, plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {
+        let mut best = (oy * self.s.0) * w + ox * self.s.1;
+        for dy in 0..self.k.0 {
+            for dx in 0..self.k.1 {
+                let i = (oy * self.s.0 + dy) * w + ox * self.s.1 + dx;
+                if plane[i] > plane[best] {
+                    best = i;
+                }
+            }
+        }
+        best
+    }
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "retort-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "input")?;
+        let (planes, h, w, ho, wo, _) = self.out_dims(l)?;
+        let mut out = Vec::with_capacity(planes * ho * wo);
+        for pl in 0..planes {
+            let plane = &x[pl * h * w..][..h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    out.push(plane[self.argmax(plane, w, oy, ox)]);
+                }
+            }
+        }
+        let d = l.dims();
+        Ok((CpuStorage::F32(out), Shape::from((d[0], d[1], ho, wo))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolGrad { k: self.k, s: self.s })?))
+    }
+}
+
+/// The backward of [`MaxPool`]: `(x, grad)` → gradient of x.
+struct MaxPoolGrad {
+    k: (usize, usize),
+    s: (usize, usize),
+}
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "retort-max-pool2d-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(s1, l1, "input")?, slice(s2, l2, "gradient")?);
+        let pool = MaxPool { k: self.k, s: self.s };
+        let (planes, h, w, ho, wo, _) = pool.out_dims(l1)?;
+        let mut gx = vec![0f32; x.len()];
+        for pl in 0..planes {
+            let plane = &x[pl * h * w..][..h * w];
+            let dst = &mut gx[pl * h * w..][..h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    dst[pool.argmax(plane, w, oy, ox)] += g[(pl * ho + oy) * wo + ox];
+                }
+            }
+        }
+        Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+}
+
+/// Max pooling: fused on CPU f32, candle's elsewhere.
+pub fn max_pool2d(x: &Tensor, k: (usize, usize), s: (usize, usize)) -> Result<Tensor> {
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && x.rank() == 4 {
+        x.contiguous()?.apply_op1(MaxPool { k, s: (s.0.max(1), s.1.max(1)) })
+    } else {
+        x.max_pool2d_with_stride(k, s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn conv_matches_candle_values_and_gradients() {
+        let d = Device::Cpu;
+        for (n, c, h, w, o, k, pad, stride) in
+            [(2usize, 3usize, 8usize, 7usize, 4usize, 3usize, 1usize, 1usize), (3, 1, 28, 28, 5, 5, 2, 1), (2, 2, 9, 9, 3, 3, 0, 2)]
+        {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &d).unwrap()).unwrap();
+            let kern = Var::from_tensor(&Tensor::randn(0f32, 1.0, (o, c, k, k), &d).unwrap()).unwrap();
+            let a = conv2d(x.as_tensor(), kern.as_tensor(), pad, stride, 1, 1).unwrap();
+            let b = x.as_tensor().conv2d(kern.as_tensor(), pad, stride, 1, 1).unwrap();
+            assert_eq!(a.dims(), b.dims());
+            assert!(max_diff(&a, &b) < 1e-4, "value {n}x{c}x{h}x{w} k{k} p{pad} s{stride}");
+            let t = Tensor::randn(0f32, 1.0, a.dims(), &d).unwrap();
+            let ga = (&a * &t).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&b * &t).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &kern] {
+                assert!(max_diff(ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap()) < 1e-3);
+            }
+        }
+        // Non-contiguous input (a transposed view).
+        let xt = Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 2, 6, 5), &d).unwrap()).unwrap();
+        let kern = Tensor::randn(0f32, 1.0, (3, 2, 3, 3), &d).unwrap();
+        let view = xt.as_tensor().transpose(2, 3).unwrap();
+        let (a, b) = (conv2d(&view, &kern, 1, 1, 1, 1).unwrap(), view.conv2d(&kern, 1, 1, 1, 1).unwrap());
+        assert!(max_diff(&a, &b) < 1e-4);
+    }
+
+    /// Values against candle; gradients against finite differences (candle 0.11's own max-pool
+    /// backward scales the gradient by 1/(kh·kw), so it is not a reference).
+    #[test]
+    fn max_pool_values_and_gradients() {
+        let d = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 8, 6), &d).unwrap()).unwrap();
+        for (k, s) in [((2, 2), (2, 2)), ((3, 3), (2, 2))] {
+            let a = max_pool2d(x.as_tensor(), k, s).unwrap();
+            let b = x.as_tensor().max_pool2d_with_stride(k, s).unwrap();
+            assert!(max_diff(&a, &b) == 0.0);
+            let t = Tensor::randn(0f32, 1.0, a.dims(), &d).unwrap();
+            let f = |v: &Tensor| -> f32 {
+                (max_pool2d(v, k, s).unwrap() * &t).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+            };
+            let g = (&a * &t).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let base = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for i in (0..base.len()).step_by(7) {
+                let (mut p, mut m) = (base.clone(), base.clone());
+                p[i] += 1e-3;
+                m[i] -= 1e-3;
+                let sh = x.as_tensor().dims();
+                let num = (f(&Tensor::from_vec(p, sh, &d).unwrap()) - f(&Tensor::from_vec(m, sh, &d).unwrap())) / 2e-3;
+                assert!((num - g[i]).abs() < 2e-2, "{k:?} {s:?} [{i}]: numeric {num}, backward {}", g[i]);
+            }
+        }
+    }
+}
