@@ -82,13 +82,20 @@ impl Geom {
         self.ho * self.wo
     }
 
-    /// Columns `[C·kh·kw, Ho·Wo]` of one sample `[C, H, W]`.
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+    /// The output columns `lo..hi` whose input column `ox·stride + kx − pad` lies inside the image.
+    fn valid(&self, kx: usize) -> (usize, usize) {
+        let lo = self.pad.saturating_sub(kx).div_ceil(self.stride);
+        let hi = if self.w + self.pad > kx { ((self.w + self.pad - kx - 1) / self.stride + 1).min(self.wo) } else { 0 };
+        (lo.min(self.wo), hi)
+    }
+
+    /// Writes one sample `[C, H, W]` as columns `p·off .. p·(off+1)` of `cols` (`[C·kh·kw, stride]`).
+    fn im2col(&self, x: &[f32], cols: &mut [f32], stride: usize, off: usize) {
         let p = self.p();
         for c in 0..self.c {
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
-                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * p..][..p];
+                    let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * stride + off * p..][..p];
                     for oy in 0..self.ho {
                         let iy = (oy * self.stride + ky) as isize - self.pad as isize;
                         let out = &mut row[oy * self.wo..(oy + 1) * self.wo];
@@ -97,9 +104,16 @@ impl Geom {
                             continue;
                         }
                         let src = &x[(c * self.h + iy as usize) * self.w..][..self.w];
-                        for (ox, v) in out.iter_mut().enumerate() {
-                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
-                            *v = if ix >= 0 && ix < self.w as isize { src[ix as usize] } else { 0.0 };
+                        let (lo, hi) = self.valid(kx);
+                        out[..lo].fill(0.0);
+                        out[hi.max(lo)..].fill(0.0);
+                        if self.stride == 1 && hi > lo {
+                            let start = lo + kx - self.pad;
+                            out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                        } else {
+                            for (ox, v) in out.iter_mut().enumerate().take(hi).skip(lo) {
+                                *v = src[ox * self.stride + kx - self.pad];
+                            }
                         }
                     }
                 }
@@ -107,28 +121,50 @@ impl Geom {
         }
     }
 
-    /// Adds columns back into one sample's gradient `[C, H, W]`.
-    fn col2im(&self, cols: &[f32], gx: &mut [f32]) {
+    /// Adds columns `p·off .. p·(off+1)` of `cols` back into one sample's gradient `[C, H, W]`.
+    fn col2im(&self, cols: &[f32], gx: &mut [f32], stride: usize, off: usize) {
         let p = self.p();
         for c in 0..self.c {
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
-                    let row = &cols[((c * self.kh + ky) * self.kw + kx) * p..][..p];
+                    let row = &cols[((c * self.kh + ky) * self.kw + kx) * stride + off * p..][..p];
                     for oy in 0..self.ho {
                         let iy = (oy * self.stride + ky) as isize - self.pad as isize;
                         if iy < 0 || iy >= self.h as isize {
                             continue;
                         }
                         let dst = &mut gx[(c * self.h + iy as usize) * self.w..][..self.w];
-                        for (ox, &v) in row[oy * self.wo..(oy + 1) * self.wo].iter().enumerate() {
-                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
-                            if ix >= 0 && ix < self.w as isize {
-                                dst[ix as usize] += v;
-                            }
+                        let (lo, hi) = self.valid(kx);
+                        let src = &row[oy * self.wo..(oy + 1) * self.wo];
+                        for ox in lo..hi {
+                            dst[ox * self.stride + kx - self.pad] += src[ox];
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// Samples per gemm: enough columns (≈ 2,048) for gemm to run at speed, few enough to keep the
+/// column buffer small.
+fn chunk(g: &Geom) -> usize {
+    (2048 / g.p().max(1)).clamp(1, g.n.max(1))
+}
+
+/// `[N, O, P]` (per-sample blocks) ↔ `[O, n·P]` (one gemm operand) for samples `s0..s0+n`.
+fn gather(src: &[f32], o: usize, p: usize, s0: usize, n: usize, dst: &mut [f32]) {
+    for si in 0..n {
+        for oi in 0..o {
+            dst[oi * n * p + si * p..][..p].copy_from_slice(&src[((s0 + si) * o + oi) * p..][..p]);
+        }
+    }
+}
+
+fn scatter(src: &[f32], o: usize, p: usize, s0: usize, n: usize, dst: &mut [f32]) {
+    for si in 0..n {
+        for oi in 0..o {
+            dst[((s0 + si) * o + oi) * p..][..p].copy_from_slice(&src[oi * n * p + si * p..][..p]);
         }
     }
 }
@@ -158,12 +194,17 @@ impl candle_core::CustomOp2 for Conv {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = geom(l1, l2, self.pad, self.stride)?;
         let (x, w) = (slice(s1, l1, "input")?, slice(s2, l2, "kernel")?);
-        let (k, p) = (g.k(), g.p());
-        let mut cols = vec![0f32; k * p];
+        let (k, p, cs, plane) = (g.k(), g.p(), chunk(&g), g.c * g.h * g.w);
+        let mut cols = vec![0f32; k * cs * p];
+        let mut tmp = vec![0f32; g.o * cs * p];
         let mut out = vec![0f32; g.n * g.o * p];
-        for s in 0..g.n {
-            g.im2col(&x[s * g.c * g.h * g.w..][..g.c * g.h * g.w], &mut cols);
-            gemm_acc(g.o, p, k, &mut out[s * g.o * p..][..g.o * p], p, false, w, (k, 1), &cols, (p, 1));
+        for s0 in (0..g.n).step_by(cs) {
+            let n = cs.min(g.n - s0);
+            for si in 0..n {
+                g.im2col(&x[(s0 + si) * plane..][..plane], &mut cols, n * p, si);
+            }
+            gemm_acc(g.o, n * p, k, &mut tmp, n * p, false, w, (k, 1), &cols, (n * p, 1));
+            scatter(&tmp, g.o, p, s0, n, &mut out);
         }
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
@@ -200,12 +241,17 @@ impl CustomOp2 for ConvGradInput {
         let (g_out, w) = (slice(s1, l1, "gradient")?, slice(s2, l2, "kernel")?);
         let xl = Layout::contiguous(self.x);
         let g = geom(&xl, l2, self.pad, self.stride)?;
-        let (k, p) = (g.k(), g.p());
-        let mut dcols = vec![0f32; k * p];
-        let mut gx = vec![0f32; g.n * g.c * g.h * g.w];
-        for s in 0..g.n {
-            gemm_acc(k, p, g.o, &mut dcols, p, false, w, (1, k), &g_out[s * g.o * p..][..g.o * p], (p, 1));
-            g.col2im(&dcols, &mut gx[s * g.c * g.h * g.w..][..g.c * g.h * g.w]);
+        let (k, p, cs, plane) = (g.k(), g.p(), chunk(&g), g.c * g.h * g.w);
+        let mut gch = vec![0f32; g.o * cs * p];
+        let mut dcols = vec![0f32; k * cs * p];
+        let mut gx = vec![0f32; g.n * plane];
+        for s0 in (0..g.n).step_by(cs) {
+            let n = cs.min(g.n - s0);
+            gather(g_out, g.o, p, s0, n, &mut gch);
+            gemm_acc(k, n * p, g.o, &mut dcols, n * p, false, w, (1, k), &gch, (n * p, 1));
+            for si in 0..n {
+                g.col2im(&dcols, &mut gx[(s0 + si) * plane..][..plane], n * p, si);
+            }
         }
         Ok((CpuStorage::F32(gx), Shape::from(self.x)))
     }
@@ -227,12 +273,17 @@ impl CustomOp2 for ConvGradKernel {
         let (x, g_out) = (slice(s1, l1, "input")?, slice(s2, l2, "gradient")?);
         let wl = Layout::contiguous(self.w);
         let g = geom(l1, &wl, self.pad, self.stride)?;
-        let (k, p) = (g.k(), g.p());
-        let mut cols = vec![0f32; k * p];
+        let (k, p, cs, plane) = (g.k(), g.p(), chunk(&g), g.c * g.h * g.w);
+        let mut cols = vec![0f32; k * cs * p];
+        let mut gch = vec![0f32; g.o * cs * p];
         let mut gw = vec![0f32; g.o * k];
-        for s in 0..g.n {
-            g.im2col(&x[s * g.c * g.h * g.w..][..g.c * g.h * g.w], &mut cols);
-            gemm_acc(g.o, k, p, &mut gw, k, s > 0, &g_out[s * g.o * p..][..g.o * p], (p, 1), &cols, (1, p));
+        for (i, s0) in (0..g.n).step_by(cs).enumerate() {
+            let n = cs.min(g.n - s0);
+            for si in 0..n {
+                g.im2col(&x[(s0 + si) * plane..][..plane], &mut cols, n * p, si);
+            }
+            gather(g_out, g.o, p, s0, n, &mut gch);
+            gemm_acc(g.o, k, n * p, &mut gw, k, i > 0, &gch, (n * p, 1), &cols, (1, n * p));
         }
         Ok((CpuStorage::F32(gw), Shape::from(self.w)))
     }
@@ -266,20 +317,6 @@ impl MaxPool {
         }
         Ok((n * c, h, w, (h - self.k.0) / self.s.0 + 1, (w - self.k.1) / self.s.1 + 1, c))
     }
-
-    /// Index (within the plane) of each window's first maximum.
-    fn argmax(&self, plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {
-        let mut best = (oy * self.s.0) * w + ox * self.s.1;
-        for dy in 0..self.k.0 {
-            for dx in 0..self.k.1 {
-                let i = (oy * self.s.0 + dy) * w + ox * self.s.1 + dx;
-                if plane[i] > plane[best] {
-                    best = i;
-                }
-            }
-        }
-        best
-    }
 }
 
 impl CustomOp1 for MaxPool {
@@ -290,12 +327,23 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "input")?;
         let (planes, h, w, ho, wo, _) = self.out_dims(l)?;
-        let mut out = Vec::with_capacity(planes * ho * wo);
-        for pl in 0..planes {
+        let mut out = vec![f32::NEG_INFINITY; planes * ho * wo];
+        for (pl, dst) in out.chunks_exact_mut(ho * wo).enumerate() {
             let plane = &x[pl * h * w..][..h * w];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    out.push(plane[self.argmax(plane, w, oy, ox)]);
+            for (oy, drow) in dst.chunks_exact_mut(wo).enumerate() {
+                for dy in 0..self.k.0 {
+                    let row = &plane[(oy * self.s.0 + dy) * w..][..w];
+                    if self.k.1 == self.s.1 {
+                        // Non-overlapping windows: walk the row once.
+                        for (d, win) in drow.iter_mut().zip(row.chunks_exact(self.k.1)) {
+                            *d = win.iter().fold(*d, |m, &v| if v > m { v } else { m });
+                        }
+                    } else {
+                        for (ox, d) in drow.iter_mut().enumerate() {
+                            let win = &row[ox * self.s.1..ox * self.s.1 + self.k.1];
+                            *d = win.iter().fold(*d, |m, &v| if v > m { v } else { m });
+                        }
+                    }
                 }
             }
         }
@@ -327,9 +375,22 @@ impl CustomOp2 for MaxPoolGrad {
         for pl in 0..planes {
             let plane = &x[pl * h * w..][..h * w];
             let dst = &mut gx[pl * h * w..][..h * w];
+            let grow = &g[pl * ho * wo..][..ho * wo];
             for oy in 0..ho {
                 for ox in 0..wo {
-                    dst[pool.argmax(plane, w, oy, ox)] += g[(pl * ho + oy) * wo + ox];
+                    // The window's first maximum, rows scanned in order (as the forward).
+                    let base = (oy * self.s.0) * w + ox * self.s.1;
+                    let (mut best, mut bv) = (base, plane[base]);
+                    for dy in 0..self.k.0 {
+                        let r0 = base + dy * w;
+                        for (dx, &v) in plane[r0..r0 + self.k.1].iter().enumerate() {
+                            if v > bv {
+                                bv = v;
+                                best = r0 + dx;
+                            }
+                        }
+                    }
+                    dst[best] += grow[oy * wo + ox];
                 }
             }
         }
@@ -359,9 +420,11 @@ mod tests {
     #[test]
     fn conv_matches_candle_values_and_gradients() {
         let d = Device::Cpu;
-        for (n, c, h, w, o, k, pad, stride) in
-            [(2usize, 3usize, 8usize, 7usize, 4usize, 3usize, 1usize, 1usize), (3, 1, 28, 28, 5, 5, 2, 1), (2, 2, 9, 9, 3, 3, 0, 2)]
-        {
+        for (n, c, h, w, o, k, pad, stride) in [
+            (2usize, 3usize, 8usize, 7usize, 4usize, 3usize, 1usize, 1usize),
+            (3, 1, 28, 28, 5, 5, 2, 1),
+            (2, 2, 9, 9, 3, 3, 0, 2),
+        ] {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &d).unwrap()).unwrap();
             let kern = Var::from_tensor(&Tensor::randn(0f32, 1.0, (o, c, k, k), &d).unwrap()).unwrap();
             let a = conv2d(x.as_tensor(), kern.as_tensor(), pad, stride, 1, 1).unwrap();

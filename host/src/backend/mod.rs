@@ -1,6 +1,6 @@
 //! The candle backend: host objects behind tensor and context handles, and the function table.
-mod ctx;
 pub mod conv;
+mod ctx;
 pub mod fused;
 mod handle;
 mod ops;
