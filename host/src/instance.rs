@@ -197,6 +197,11 @@ impl LossInstance {
 
     /// The loss for these inputs: a finite scalar, or an error naming the plugin.
     pub fn loss(&mut self, inputs: &Inputs) -> Result<Tensor> {
+        self.loss_and_value(inputs).map(|(t, _)| t)
+    }
+
+    /// As [`Instance::loss`], with the value it read to check finiteness (no second read).
+    pub fn loss_and_value(&mut self, inputs: &Inputs) -> Result<(Tensor, f64)> {
         let r = inputs.with_batch(|b| self.obj.loss(b));
         let t = self.take_tensor(r)?;
         if t.elem_count() != 1 {
@@ -208,7 +213,7 @@ impl LossInstance {
         if !v.is_finite() {
             return Err(self.fail(ApiError::new(code::INVALID, format!("returned a non-finite loss ({v})"))));
         }
-        Ok(t.reshape(())?)
+        Ok((t.reshape(())?, v))
     }
 }
 

@@ -170,7 +170,8 @@ impl Trainer {
                 let plugin = old.plugin.clone();
                 ModelInstance::new(&self.host, &lib, &plugin, &slot, &params)
                     .and_then(|mut new| {
-                        new.ctx().set_rng_state(m.ctx().rng_state().0, m.ctx().rng_state().1);
+                        let (seed, pos) = m.ctx().rng_state();
+                        new.ctx().set_rng_state(seed, pos);
                         new.load_state(&m.state()?)?;
                         Ok(new)
                     })

@@ -396,9 +396,9 @@ impl Trainer {
                 let mut terms = serde_json::Map::new();
                 let mut sum: Option<Tensor> = None;
                 for (sec, inst) in losses.iter_mut() {
-                    let v = inst.loss(&inputs)?;
+                    let (v, value) = inst.loss_and_value(&inputs)?;
                     let w = sec.weight * weight_factor(sec.weight_schedule.as_ref(), step, total, epoch + 1);
-                    terms.insert(sec.term_name().to_string(), json!(v.to_dtype(DType::F64)?.to_scalar::<f64>()?));
+                    terms.insert(sec.term_name().to_string(), json!(value));
                     let wv = v.affine(w, 0.0)?;
                     sum = Some(match sum {
                         Some(s) => (s + wv)?,
