@@ -159,6 +159,9 @@ pub mod nn {
     /// tensors: [x (…, in), w (out, in), optional b (out)]; args: none. `x·wᵀ + b`, fused by the host
     /// (gradient laid out as w, input gradient skipped for plain data). Older hosts: UNSUPPORTED.
     pub const LINEAR: u32 = 3;
+    /// tensors: [x (N,C,H,W), w (O,C/g,kh,kw), b (O)]; args as [`CONV2D`]. Convolution plus a
+    /// per-channel bias in one host op (bias gradient in one pass). Older hosts: UNSUPPORTED.
+    pub const CONV2D_BIAS: u32 = 4;
 }
 
 /// Distributions for `HostApi::rand` and parameter initialisation ([`crate::InitSpec`]).

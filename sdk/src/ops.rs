@@ -265,6 +265,19 @@ impl Tensor {
         let raws = [self.raw(), kernel.raw()];
         self.wrap((self.api().nn())(nn::CONV2D, RSlice::from_slice(&raws), RSlice::from_slice(&args)))
     }
+    /// 2-D convolution plus a per-channel bias `[O]` as one host op (fused where the host has it;
+    /// convolution + broadcast add on hosts that predate it).
+    pub fn conv2d_bias(&self, kernel: &Tensor, bias: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+        let args = [padding as i64, stride as i64, 1, 1];
+        let raws = [self.raw(), kernel.raw(), bias.raw()];
+        match self.wrap((self.api().nn())(nn::CONV2D_BIAS, RSlice::from_slice(&raws), RSlice::from_slice(&args))) {
+            Err(e) if e.code == retort_plugin_api::codes::error::UNSUPPORTED => {
+                let n = bias.dim(0)?;
+                self.conv2d(kernel, padding, stride, 1, 1)?.add(&bias.reshape(&[1, n, 1, 1])?)
+            }
+            r => r,
+        }
+    }
     /// Max pooling with a square window and the given stride.
     pub fn max_pool2d_with_stride(&self, kernel: usize, stride: usize) -> Result<Tensor> {
         self.pool(nn::MAX_POOL2D, kernel, stride)

@@ -110,6 +110,8 @@ fn conv_pool_dropout_and_rng() {
     let k = h.ctx.ones(&[1, 1, 2, 2]).unwrap();
     let y = x.conv2d(&k, 0, 2, 1, 1).unwrap();
     close(&vec(&y), &[10.0, 18.0, 42.0, 50.0], 0.0);
+    let b = h.ctx.tensor(&[0.5f32], &[1]).unwrap();
+    close(&vec(&x.conv2d_bias(&k, &b, 0, 2).unwrap()), &[10.5, 18.5, 42.5, 50.5], 0.0);
     close(&vec(&x.max_pool2d(2).unwrap()), &[5.0, 7.0, 13.0, 15.0], 0.0);
     close(&vec(&x.avg_pool2d(2).unwrap()), &[2.5, 4.5, 10.5, 12.5], 0.0);
     let ones = h.ctx.ones(&[1000]).unwrap();

@@ -21,11 +21,11 @@ fn main() -> candle_core::Result<()> {
     let x2 = Tensor::randn(0f32, 1.0, (128, 32, 14, 14), &d)?;
     let w2 = Tensor::randn(0f32, 1.0, (64, 32, 5, 5), &d)?;
     let b2 = Tensor::randn(0f32, 1.0, (1, 64, 1, 1), &d)?;
-    time("conv1 fused", || conv::conv2d(&x1, &w1, 2, 1, 1, 1))?;
+    time("conv1 fused", || conv::conv2d(&x1, &w1, None, 2, 1, 1, 1))?;
     time("conv1 candle", || x1.conv2d(&w1, 2, 1, 1, 1))?;
-    time("conv2 fused", || conv::conv2d(&x2, &w2, 2, 1, 1, 1))?;
+    time("conv2 fused", || conv::conv2d(&x2, &w2, None, 2, 1, 1, 1))?;
     time("conv2 candle", || x2.conv2d(&w2, 2, 1, 1, 1))?;
-    let y = conv::conv2d(&x2, &w2, 2, 1, 1, 1)?;
+    let y = conv::conv2d(&x2, &w2, None, 2, 1, 1, 1)?;
     time("bias add", || y.broadcast_add(&b2))?;
     time("relu fused", || fused::relu(&y))?;
     time("max pool fused", || conv::max_pool2d(&y, (2, 2), (2, 2)))?;

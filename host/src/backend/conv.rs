@@ -2,7 +2,7 @@
 //! backward, as candle custom ops on CPU f32. Candle's own conv backward builds the kernel
 //! gradient as a convolution over transposed tensors and pooling backward goes through
 //! upsample + compare; these do each in one pass per sample.
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
@@ -161,10 +161,15 @@ fn gather(src: &[f32], o: usize, p: usize, s0: usize, n: usize, dst: &mut [f32])
     }
 }
 
-fn scatter(src: &[f32], o: usize, p: usize, s0: usize, n: usize, dst: &mut [f32]) {
+/// The inverse of [`gather`], adding the channel's bias on the way when there is one.
+fn scatter(src: &[f32], o: usize, p: usize, s0: usize, n: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
     for si in 0..n {
         for oi in 0..o {
-            dst[((s0 + si) * o + oi) * p..][..p].copy_from_slice(&src[oi * n * p + si * p..][..p]);
+            let (d, s) = (&mut dst[((s0 + si) * o + oi) * p..][..p], &src[oi * n * p + si * p..][..p]);
+            match bias {
+                Some(b) => d.iter_mut().zip(s).for_each(|(d, s)| *d = s + b[oi]),
+                None => d.copy_from_slice(s),
+            }
         }
     }
 }
@@ -180,48 +185,123 @@ fn geom(x: &Layout, w: &Layout, pad: usize, stride: usize) -> Result<Geom> {
     Ok(Geom { n, c, h, w: wd, o, kh, kw, pad, stride, ho, wo })
 }
 
-/// Convolution forward; backward through [`ConvGradInput`] and [`ConvGradKernel`].
+/// Convolution forward (`bias` per output channel), im2col + gemm over chunks of samples.
+fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, p, cs, plane) = (g.k(), g.p(), chunk(g), g.c * g.h * g.w);
+    let mut cols = vec![0f32; k * cs * p];
+    let mut tmp = vec![0f32; g.o * cs * p];
+    let mut out = vec![0f32; g.n * g.o * p];
+    for s0 in (0..g.n).step_by(cs) {
+        let n = cs.min(g.n - s0);
+        for si in 0..n {
+            g.im2col(&x[(s0 + si) * plane..][..plane], &mut cols, n * p, si);
+        }
+        gemm_acc(g.o, n * p, k, &mut tmp, n * p, false, w, (k, 1), &cols, (n * p, 1));
+        scatter(&tmp, g.o, p, s0, n, bias, &mut out);
+    }
+    out
+}
+
+/// Input and kernel gradients of a convolution, each only when its tensor is in the graph.
+fn grads(pad: usize, stride: usize, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let gx = if x.track_op() {
+        Some(grad.apply_op2_no_bwd(w, &ConvGradInput { pad, stride, x: x.dims4()? })?)
+    } else {
+        None
+    };
+    let gw = if w.track_op() {
+        Some(x.apply_op2_no_bwd(grad, &ConvGradKernel { pad, stride, w: w.dims4()? })?)
+    } else {
+        None
+    };
+    Ok((gx, gw))
+}
+
+/// Convolution: `(x, w)` as a `CustomOp2`, `(x, w, bias)` as a `CustomOp3` (bias added in the
+/// output pass, its gradient one pass over the output gradient). Backward through
+/// [`ConvGradInput`], [`ConvGradKernel`] and [`ChannelSum`].
 struct Conv {
     pad: usize,
     stride: usize,
 }
 
-impl candle_core::CustomOp2 for Conv {
+impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
         "retort-conv2d"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = geom(l1, l2, self.pad, self.stride)?;
-        let (x, w) = (slice(s1, l1, "input")?, slice(s2, l2, "kernel")?);
-        let (k, p, cs, plane) = (g.k(), g.p(), chunk(&g), g.c * g.h * g.w);
-        let mut cols = vec![0f32; k * cs * p];
-        let mut tmp = vec![0f32; g.o * cs * p];
-        let mut out = vec![0f32; g.n * g.o * p];
-        for s0 in (0..g.n).step_by(cs) {
-            let n = cs.min(g.n - s0);
-            for si in 0..n {
-                g.im2col(&x[(s0 + si) * plane..][..plane], &mut cols, n * p, si);
-            }
-            gemm_acc(g.o, n * p, k, &mut tmp, n * p, false, w, (k, 1), &cols, (n * p, 1));
-            scatter(&tmp, g.o, p, s0, n, &mut out);
-        }
+        let out = forward(&g, slice(s1, l1, "input")?, slice(s2, l2, "kernel")?, None);
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        grads(self.pad, self.stride, x, w, &grad.contiguous()?)
+    }
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "retort-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = geom(l1, l2, self.pad, self.stride)?;
+        let b = slice(s3, l3, "bias")?;
+        if b.len() != g.o {
+            candle_core::bail!("conv2d: bias of {} for {} output channels", b.len(), g.o);
+        }
+        let out = forward(&g, slice(s1, l1, "input")?, slice(s2, l2, "kernel")?, Some(b));
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(w, &ConvGradInput { pad: self.pad, stride: self.stride, x: x.dims4()? })?)
-        } else {
-            None
-        };
-        let gw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&grad, &ConvGradKernel { pad: self.pad, stride: self.stride, w: w.dims4()? })?)
-        } else {
-            None
-        };
-        Ok((gx, gw))
+        let (gx, gw) = grads(self.pad, self.stride, x, w, &grad)?;
+        let gb = if b.track_op() { Some(grad.apply_op1_no_bwd(&ChannelSum)?) } else { None };
+        Ok((gx, gw, gb))
+    }
+}
+
+/// `[N, C, …]` → `[C]`: the sum over everything but the channel (a conv bias's gradient), one
+/// contiguous pass where candle's strided reduction takes many.
+struct ChannelSum;
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "retort-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = slice(s, l, "gradient")?;
+        let d = l.dims();
+        if d.len() < 2 {
+            candle_core::bail!("channel sum: needs [N, C, …], got {d:?}");
+        }
+        let (c, inner) = (d[1], d[2..].iter().product::<usize>());
+        let mut out = vec![0f32; c];
+        for block in g.chunks_exact(c * inner.max(1)) {
+            for (o, plane) in out.iter_mut().zip(block.chunks_exact(inner.max(1))) {
+                *o += plane.iter().sum::<f32>();
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(c)))
     }
 }
 
@@ -289,18 +369,42 @@ impl CustomOp2 for ConvGradKernel {
     }
 }
 
-/// 2-D convolution: fused on CPU f32 with groups = dilation = 1, candle's elsewhere.
-pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize, dilation: usize, groups: usize) -> Result<Tensor> {
+/// 2-D convolution plus an optional per-channel bias `[O]`: fused on CPU f32 with groups =
+/// dilation = 1, candle's composition elsewhere.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+    dilation: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    let o = w.dims().first().copied().unwrap_or(0);
+    if let Some(b) = bias {
+        if b.dims() != [o] {
+            candle_core::bail!("conv2d: bias {:?} for a kernel {:?} (expected [{o}])", b.dims(), w.dims());
+        }
+    }
     let fused = matches!(x.device(), Device::Cpu)
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
+        && bias.is_none_or(|b| b.dtype() == DType::F32)
         && dilation == 1
         && groups == 1
         && x.rank() == 4;
     if !fused {
-        return x.conv2d(w, padding, stride, dilation, groups);
+        let y = x.conv2d(w, padding, stride, dilation, groups)?;
+        return match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?),
+            None => Ok(y),
+        };
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv { pad: padding, stride: stride.max(1) })
+    let op = Conv { pad: padding, stride: stride.max(1) };
+    match bias {
+        Some(b) => x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op),
+        None => x.contiguous()?.apply_op2(&w.contiguous()?, op),
+    }
 }
 
 /// Max pooling without padding; backward routes each gradient to its window's (first) maximum.
@@ -427,7 +531,7 @@ mod tests {
         ] {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &d).unwrap()).unwrap();
             let kern = Var::from_tensor(&Tensor::randn(0f32, 1.0, (o, c, k, k), &d).unwrap()).unwrap();
-            let a = conv2d(x.as_tensor(), kern.as_tensor(), pad, stride, 1, 1).unwrap();
+            let a = conv2d(x.as_tensor(), kern.as_tensor(), None, pad, stride, 1, 1).unwrap();
             let b = x.as_tensor().conv2d(kern.as_tensor(), pad, stride, 1, 1).unwrap();
             assert_eq!(a.dims(), b.dims());
             assert!(max_diff(&a, &b) < 1e-4, "value {n}x{c}x{h}x{w} k{k} p{pad} s{stride}");
@@ -438,11 +542,27 @@ mod tests {
                 assert!(max_diff(ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap()) < 1e-3);
             }
         }
+        // With a bias: value and all three gradients against conv + broadcast add.
+        for (n, c, hw, o, pad) in [(2usize, 3usize, 9usize, 4usize, 1usize), (3, 1, 12, 6, 2)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, hw, hw), &d).unwrap()).unwrap();
+            let kern = Var::from_tensor(&Tensor::randn(0f32, 1.0, (o, c, 3, 3), &d).unwrap()).unwrap();
+            let bias = Var::from_tensor(&Tensor::randn(0f32, 1.0, o, &d).unwrap()).unwrap();
+            let (xv, kv, bv) = (x.as_tensor(), kern.as_tensor(), bias.as_tensor());
+            let a = conv2d(xv, kv, Some(bv), pad, 1, 1, 1).unwrap();
+            let b = xv.conv2d(kv, pad, 1, 1, 1).unwrap().broadcast_add(&bv.reshape((1, o, 1, 1)).unwrap()).unwrap();
+            assert!(max_diff(&a, &b) < 1e-4);
+            let t = Tensor::randn(0f32, 1.0, a.dims(), &d).unwrap();
+            let ga = (&a * &t).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&b * &t).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &kern, &bias] {
+                assert!(max_diff(ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap()) < 1e-3);
+            }
+        }
         // Non-contiguous input (a transposed view).
         let xt = Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 2, 6, 5), &d).unwrap()).unwrap();
         let kern = Tensor::randn(0f32, 1.0, (3, 2, 3, 3), &d).unwrap();
         let view = xt.as_tensor().transpose(2, 3).unwrap();
-        let (a, b) = (conv2d(&view, &kern, 1, 1, 1, 1).unwrap(), view.conv2d(&kern, 1, 1, 1, 1).unwrap());
+        let (a, b) = (conv2d(&view, &kern, None, 1, 1, 1, 1).unwrap(), view.conv2d(&kern, 1, 1, 1, 1).unwrap());
         assert!(max_diff(&a, &b) < 1e-4);
     }
 

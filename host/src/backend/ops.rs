@@ -383,13 +383,14 @@ pub fn index(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
 
 pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
     Ok(match op {
-        nn::CONV2D => {
-            if xs.len() != 2 {
-                return invalid("conv2d takes [input, kernel]");
+        nn::CONV2D | nn::CONV2D_BIAS => {
+            let bias = op == nn::CONV2D_BIAS;
+            if xs.len() != 2 + usize::from(bias) {
+                return invalid(if bias { "conv2d_bias takes [input, kernel, bias]" } else { "conv2d takes [input, kernel]" });
             }
             nargs(args, 4, "conv2d")?;
             let a: Vec<usize> = args.iter().map(|&v| usize_arg(v, "conv2d argument")).collect::<OpResult<_>>()?;
-            super::conv::conv2d(xs[0], xs[1], a[0], a[1].max(1), a[2].max(1), a[3].max(1))?
+            super::conv::conv2d(xs[0], xs[1], xs.get(2).copied(), a[0], a[1].max(1), a[2].max(1), a[3].max(1))?
         }
         nn::MAX_POOL2D | nn::AVG_POOL2D => {
             if xs.len() != 1 {

@@ -28,13 +28,9 @@ impl Conv2d {
 
     /// Applies the convolution.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
-            Some(b) => {
-                let n = b.dim(0)?;
-                y.add(&b.reshape(&[1, n, 1, 1])?)
-            }
-            None => Ok(y),
+            Some(b) => x.conv2d_bias(&self.weight, b, self.padding, self.stride),
+            None => x.conv2d(&self.weight, self.padding, self.stride, 1, 1),
         }
     }
 }
