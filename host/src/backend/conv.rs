@@ -2,6 +2,7 @@
 //! backward, as candle custom ops on CPU f32. Candle's own conv backward builds the kernel
 //! gradient as a convolution over transposed tensors and pooling backward goes through
 //! upsample + compare; these do each in one pass per sample.
+use super::scratch::Scratch;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -82,37 +83,40 @@ impl Geom {
         self.ho * self.wo
     }
 
-    /// The output columns `lo..hi` whose input column `ox·stride + kx − pad` lies inside the image.
-    fn valid(&self, kx: usize) -> (usize, usize) {
-        let lo = self.pad.saturating_sub(kx).div_ceil(self.stride);
-        let hi = if self.w + self.pad > kx { ((self.w + self.pad - kx - 1) / self.stride + 1).min(self.wo) } else { 0 };
-        (lo.min(self.wo), hi)
+    fn padded(&self) -> (usize, usize) {
+        (self.h + 2 * self.pad, self.w + 2 * self.pad)
     }
 
-    /// Writes one sample `[C, H, W]` as columns `p·off .. p·(off+1)` of `cols` (`[C·kh·kw, stride]`).
-    fn im2col(&self, x: &[f32], cols: &mut [f32], stride: usize, off: usize) {
+    /// Copies one sample `[C, H, W]` into `buf` with `pad` zeros around each plane, so that every
+    /// window row is a plain slice (no bounds tests in the column loops).
+    fn pad_into(&self, x: &[f32], buf: &mut Vec<f32>) {
+        let (hp, wp) = self.padded();
+        buf.clear();
+        buf.resize(self.c * hp * wp, 0.0);
+        for (src, dst) in x.chunks_exact(self.h * self.w).zip(buf.chunks_exact_mut(hp * wp)) {
+            for (r, row) in src.chunks_exact(self.w).enumerate() {
+                dst[(r + self.pad) * wp + self.pad..][..self.w].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// Writes one padded sample (from [`Geom::pad_into`]) as columns `p·off .. p·(off+1)` of `cols`
+    /// (`[C·kh·kw, stride]`).
+    fn im2col(&self, xp: &[f32], cols: &mut [f32], stride: usize, off: usize) {
+        let (hp, wp) = self.padded();
         let p = self.p();
         for c in 0..self.c {
+            let plane = &xp[c * hp * wp..][..hp * wp];
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
                     let row = &mut cols[((c * self.kh + ky) * self.kw + kx) * stride + off * p..][..p];
-                    for oy in 0..self.ho {
-                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
-                        let out = &mut row[oy * self.wo..(oy + 1) * self.wo];
-                        if iy < 0 || iy >= self.h as isize {
-                            out.fill(0.0);
-                            continue;
-                        }
-                        let src = &x[(c * self.h + iy as usize) * self.w..][..self.w];
-                        let (lo, hi) = self.valid(kx);
-                        out[..lo].fill(0.0);
-                        out[hi.max(lo)..].fill(0.0);
-                        if self.stride == 1 && hi > lo {
-                            let start = lo + kx - self.pad;
-                            out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    for (oy, out) in row.chunks_exact_mut(self.wo).enumerate() {
+                        let src = &plane[(oy * self.stride + ky) * wp + kx..];
+                        if self.stride == 1 {
+                            copy_short(out, &src[..self.wo]);
                         } else {
-                            for (ox, v) in out.iter_mut().enumerate().take(hi).skip(lo) {
-                                *v = src[ox * self.stride + kx - self.pad];
+                            for (ox, v) in out.iter_mut().enumerate() {
+                                *v = src[ox * self.stride];
                             }
                         }
                     }
@@ -121,28 +125,49 @@ impl Geom {
         }
     }
 
-    /// Adds columns `p·off .. p·(off+1)` of `cols` back into one sample's gradient `[C, H, W]`.
-    fn col2im(&self, cols: &[f32], gx: &mut [f32], stride: usize, off: usize) {
+    /// Adds columns `p·off .. p·(off+1)` of `cols` into one padded sample gradient (`buf`, zeroed
+    /// here), then writes its interior to `gx` (`[C, H, W]`).
+    fn col2im(&self, cols: &[f32], buf: &mut Vec<f32>, gx: &mut [f32], stride: usize, off: usize) {
+        let (hp, wp) = self.padded();
         let p = self.p();
+        buf.clear();
+        buf.resize(self.c * hp * wp, 0.0);
         for c in 0..self.c {
+            let plane = &mut buf[c * hp * wp..][..hp * wp];
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
                     let row = &cols[((c * self.kh + ky) * self.kw + kx) * stride + off * p..][..p];
-                    for oy in 0..self.ho {
-                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
-                        if iy < 0 || iy >= self.h as isize {
-                            continue;
-                        }
-                        let dst = &mut gx[(c * self.h + iy as usize) * self.w..][..self.w];
-                        let (lo, hi) = self.valid(kx);
-                        let src = &row[oy * self.wo..(oy + 1) * self.wo];
-                        for ox in lo..hi {
-                            dst[ox * self.stride + kx - self.pad] += src[ox];
+                    for (oy, src) in row.chunks_exact(self.wo).enumerate() {
+                        let dst = &mut plane[(oy * self.stride + ky) * wp + kx..];
+                        if self.stride == 1 {
+                            dst[..self.wo].iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                        } else {
+                            for (ox, v) in src.iter().enumerate() {
+                                dst[ox * self.stride] += v;
+                            }
                         }
                     }
                 }
             }
         }
+        for (src, dst) in buf.chunks_exact(hp * wp).zip(gx.chunks_exact_mut(self.h * self.w)) {
+            for (r, row) in dst.chunks_exact_mut(self.w).enumerate() {
+                row.copy_from_slice(&src[(r + self.pad) * wp + self.pad..][..self.w]);
+            }
+        }
+    }
+}
+
+/// A short copy without a call into `memcpy` (window rows are a few dozen floats).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (a, b) in (&mut d).zip(&mut s) {
+        a.copy_from_slice(b);
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
     }
 }
 
@@ -188,13 +213,15 @@ fn geom(x: &Layout, w: &Layout, pad: usize, stride: usize) -> Result<Geom> {
 /// Convolution forward (`bias` per output channel), im2col + gemm over chunks of samples.
 fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (k, p, cs, plane) = (g.k(), g.p(), chunk(g), g.c * g.h * g.w);
-    let mut cols = vec![0f32; k * cs * p];
-    let mut tmp = vec![0f32; g.o * cs * p];
+    let mut cols = Scratch::take(k * cs * p);
+    let mut xp = Vec::new();
+    let mut tmp = Scratch::take(g.o * cs * p);
     let mut out = vec![0f32; g.n * g.o * p];
     for s0 in (0..g.n).step_by(cs) {
         let n = cs.min(g.n - s0);
         for si in 0..n {
-            g.im2col(&x[(s0 + si) * plane..][..plane], &mut cols, n * p, si);
+            g.pad_into(&x[(s0 + si) * plane..][..plane], &mut xp);
+            g.im2col(&xp, &mut cols, n * p, si);
         }
         gemm_acc(g.o, n * p, k, &mut tmp, n * p, false, w, (k, 1), &cols, (n * p, 1));
         scatter(&tmp, g.o, p, s0, n, bias, &mut out);
@@ -322,15 +349,16 @@ impl CustomOp2 for ConvGradInput {
         let xl = Layout::contiguous(self.x);
         let g = geom(&xl, l2, self.pad, self.stride)?;
         let (k, p, cs, plane) = (g.k(), g.p(), chunk(&g), g.c * g.h * g.w);
-        let mut gch = vec![0f32; g.o * cs * p];
-        let mut dcols = vec![0f32; k * cs * p];
+        let mut gch = Scratch::take(g.o * cs * p);
+        let mut dcols = Scratch::take(k * cs * p);
+        let mut buf = Vec::new();
         let mut gx = vec![0f32; g.n * plane];
         for s0 in (0..g.n).step_by(cs) {
             let n = cs.min(g.n - s0);
             gather(g_out, g.o, p, s0, n, &mut gch);
             gemm_acc(k, n * p, g.o, &mut dcols, n * p, false, w, (1, k), &gch, (n * p, 1));
             for si in 0..n {
-                g.col2im(&dcols, &mut gx[(s0 + si) * plane..][..plane], n * p, si);
+                g.col2im(&dcols, &mut buf, &mut gx[(s0 + si) * plane..][..plane], n * p, si);
             }
         }
         Ok((CpuStorage::F32(gx), Shape::from(self.x)))
@@ -354,13 +382,15 @@ impl CustomOp2 for ConvGradKernel {
         let wl = Layout::contiguous(self.w);
         let g = geom(l1, &wl, self.pad, self.stride)?;
         let (k, p, cs, plane) = (g.k(), g.p(), chunk(&g), g.c * g.h * g.w);
-        let mut cols = vec![0f32; k * cs * p];
-        let mut gch = vec![0f32; g.o * cs * p];
+        let mut cols = Scratch::take(k * cs * p);
+        let mut xp = Vec::new();
+        let mut gch = Scratch::take(g.o * cs * p);
         let mut gw = vec![0f32; g.o * k];
         for (i, s0) in (0..g.n).step_by(cs).enumerate() {
             let n = cs.min(g.n - s0);
             for si in 0..n {
-                g.im2col(&x[(s0 + si) * plane..][..plane], &mut cols, n * p, si);
+                g.pad_into(&x[(s0 + si) * plane..][..plane], &mut xp);
+                g.im2col(&xp, &mut cols, n * p, si);
             }
             gather(g_out, g.o, p, s0, n, &mut gch);
             gemm_acc(g.o, k, n * p, &mut gw, k, i > 0, &gch, (n * p, 1), &cols, (1, n * p));

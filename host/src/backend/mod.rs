@@ -4,6 +4,7 @@ mod ctx;
 pub mod fused;
 mod handle;
 mod ops;
+mod scratch;
 mod table;
 
 pub use ctx::{Host, ParamStore, PluginCtx, TapStore};
