@@ -57,23 +57,36 @@ def main():
     teacher.eval()
     opt = torch.optim.Adam(student.parameters(), lr=1e-3)
 
-    def step(i):
+    phases = [0.0] * 5
+
+    def step(i, acc):
         x = batches[i % len(batches)]
+        t0 = time.perf_counter()
         with torch.no_grad():
             zt = teacher(x)
+        t1 = time.perf_counter()
         zs = student(x)
+        t2 = time.perf_counter()
         loss = F.kl_div(F.log_softmax(zs / TAU, -1), F.log_softmax(zt / TAU, -1), log_target=True,
                         reduction="batchmean") * TAU * TAU
+        t3 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        t4 = time.perf_counter()
         opt.step()
+        t5 = time.perf_counter()
+        for k, (a, b) in enumerate([(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]):
+            acc[k] += (b - a) * 1e3
 
     for i in range(3):
-        step(i)
+        step(i, [0.0] * 5)
     t = time.perf_counter()
     for i in range(steps):
-        step(i)
+        step(i, phases)
     print(f"torch {steps / (time.perf_counter() - t):.2f} steps/s")
+    names = ["teacher forward", "student forward", "loss", "backward", "optimizer"]
+    print("torch phases (ms/step): " + ", ".join(f"{n} {p / steps:.2f}" for n, p in zip(names, phases)),
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

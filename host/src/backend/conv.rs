@@ -158,16 +158,22 @@ impl Geom {
     }
 }
 
-/// A short copy without a call into `memcpy` (window rows are a few dozen floats).
+/// A short copy without a call into `memcpy` (window rows are a few dozen floats): 8-wide
+/// blocks, the tail as one more block overlapping the last (same values written twice).
 #[inline(always)]
 fn copy_short(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (a, b) in (&mut d).zip(&mut s) {
-        a.copy_from_slice(b);
+    let n = dst.len().min(src.len());
+    if n < 8 {
+        dst[..n].iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+        return;
     }
-    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *a = *b;
+    let mut i = 0;
+    while i + 8 <= n {
+        dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
+        i += 8;
+    }
+    if i < n {
+        dst[n - 8..n].copy_from_slice(&src[n - 8..n]);
     }
 }
 
