@@ -162,6 +162,14 @@ pub mod nn {
     /// tensors: [x (N,C,H,W), w (O,C/g,kh,kw), b (O)]; args as [`CONV2D`]. Convolution plus a
     /// per-channel bias in one host op (bias gradient in one pass). Older hosts: UNSUPPORTED.
     pub const CONV2D_BIAS: u32 = 4;
+    /// tensors: [p logits (…, C), q logits (…, C)]; args: [τ as f64 bits (`f64::to_bits() as i64`)].
+    /// Per-row `KL(softmax(p/τ) ‖ softmax(q/τ))` with `0·log 0 = 0`, shape `[…]`, in one pass with
+    /// its own backward. Older hosts: UNSUPPORTED.
+    pub const KL_DIV_ROWS: u32 = 5;
+    /// tensors: [logits (…, C), labels (…) of any integer dtype]; args: none. Per-row hard-label
+    /// cross-entropy `−log softmax(z)[y]`, 0 where y < 0 (ignored), in one pass with its own
+    /// backward. Older hosts: UNSUPPORTED.
+    pub const CROSS_ENTROPY_ROWS: u32 = 6;
 }
 
 /// Distributions for `HostApi::rand` and parameter initialisation ([`crate::InitSpec`]).

@@ -25,6 +25,15 @@ pub fn teacher_target_rows(log_p: &Tensor, log_q: &Tensor, form: ValueForm) -> R
     }
 }
 
+/// [`teacher_target_rows`] from logits at temperature τ: the KL form goes through the host's
+/// fused softmax-KL op (one pass, its own backward), the CE form through log-probabilities.
+pub fn teacher_target_logit_rows(p_logits: &Tensor, q_logits: &Tensor, tau: f64, form: ValueForm) -> Result<Tensor> {
+    match form {
+        ValueForm::Kl => p_logits.kl_div_rows(q_logits, tau),
+        ValueForm::Ce => teacher_target_rows(&log_probs(p_logits, tau)?, &log_probs(q_logits, tau)?, form),
+    }
+}
+
 /// Flattens `[B, C]` or `[B, L, C]` logits to `[N, C]` f32.
 pub fn rows(logits: &Tensor) -> Result<Tensor> {
     let x = if logits.rank() > 2 { logits.flatten(0, -2)? } else { logits.clone() };

@@ -317,6 +317,31 @@ impl Tensor {
         }
     }
 
+    /// Per-row `KL(softmax(self/τ) ‖ softmax(q/τ))` over the last dim (`0·log 0 = 0`), shape `[…]`:
+    /// one fused host op where the host has it, log-softmax + [`crate::functional::kl_rows`] before.
+    pub fn kl_div_rows(&self, q: &Tensor, tau: f64) -> Result<Tensor> {
+        let raws = [self.raw(), q.raw()];
+        let args = [tau.to_bits() as i64];
+        match self.wrap((self.api().nn())(nn::KL_DIV_ROWS, RSlice::from_slice(&raws), RSlice::from_slice(&args))) {
+            Err(e) if e.code == retort_plugin_api::codes::error::UNSUPPORTED => {
+                crate::functional::kl_rows(&crate::functional::log_probs(self, tau)?, &crate::functional::log_probs(q, tau)?)
+            }
+            r => r,
+        }
+    }
+
+    /// Per-row hard-label cross-entropy `−log softmax(self)[y]` over the last dim, 0 where the label
+    /// is < 0: one fused host op where the host has it, log-softmax + gather before.
+    pub fn cross_entropy_rows(&self, labels: &Tensor) -> Result<Tensor> {
+        let raws = [self.raw(), labels.raw()];
+        match self.wrap((self.api().nn())(nn::CROSS_ENTROPY_ROWS, RSlice::from_slice(&raws), RSlice::from_slice(&[]))) {
+            Err(e) if e.code == retort_plugin_api::codes::error::UNSUPPORTED => {
+                crate::functional::hard_ce_rows(&self.log_softmax(-1)?, labels)
+            }
+            r => r,
+        }
+    }
+
     /// The same values, cut from the autograd graph (stop-gradient).
     pub fn detach(&self) -> Result<Tensor> {
         self.wrap((self.api().detach())(self.raw()))

@@ -139,3 +139,24 @@ fn dho_inference_reference_12b() {
     close(&rows[1], &[0.11197638, 0.69605153, 0.19197209], 1e-5);
     assert_eq!(p.argmax(1).unwrap().to_vec1::<u32>().unwrap(), vec![0, 1]);
 }
+
+/// The fused softmax losses through the table agree with the SDK's composition (the fallback
+/// used on older hosts), values and masked-label handling.
+#[test]
+fn fused_softmax_losses_match_the_composition() {
+    use retort_sdk::functional as f;
+    let h = host(3);
+    let zs = h.ctx.randn(0.0, 2.0, &[5, 7]).unwrap();
+    let zt = h.ctx.randn(0.0, 2.0, &[5, 7]).unwrap();
+    let fused = zt.kl_div_rows(&zs, 4.0).unwrap();
+    let plain = f::kl_rows(&f::log_probs(&zt, 4.0).unwrap(), &f::log_probs(&zs, 4.0).unwrap()).unwrap();
+    close(&vec(&fused), &vec(&plain), 1e-6);
+    let labels = h.ctx.tensor(&[0i64, 6, -100, 3, 1], &[5]).unwrap();
+    let fused = zs.cross_entropy_rows(&labels).unwrap();
+    let plain = f::hard_ce_rows(&zs.log_softmax(-1).unwrap(), &labels).unwrap();
+    close(&vec(&fused), &vec(&plain), 1e-6);
+    assert_eq!(vec(&fused)[2], 0.0);
+    let bad = h.ctx.tensor(&[0i64, 7, 0, 0, 0], &[5]).unwrap();
+    let err = zs.cross_entropy_rows(&bad).unwrap_err();
+    assert!(err.to_string().contains("out of range"), "{err}");
+}

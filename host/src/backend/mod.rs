@@ -5,6 +5,7 @@ pub mod fused;
 mod handle;
 mod ops;
 mod scratch;
+pub mod softmax_loss;
 mod table;
 
 pub use ctx::{Host, ParamStore, PluginCtx, TapStore};

@@ -410,6 +410,19 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             }
             super::fused::linear(xs[0], xs[1], xs.get(2).copied())?
         }
+        nn::KL_DIV_ROWS => {
+            if xs.len() != 2 {
+                return invalid("kl_div_rows takes [p logits, q logits]");
+            }
+            nargs(args, 1, "kl_div_rows")?;
+            super::softmax_loss::kl_rows(xs[0], xs[1], f64::from_bits(args[0] as u64))?
+        }
+        nn::CROSS_ENTROPY_ROWS => {
+            if xs.len() != 2 {
+                return invalid("cross_entropy_rows takes [logits, labels]");
+            }
+            super::softmax_loss::ce_rows(xs[0], xs[1])?
+        }
         other => return unsupported("nn", other),
     })
 }

@@ -98,13 +98,14 @@ impl LossPlugin for CrossEntropy {
 impl CrossEntropy {
     fn hard(&self, batch: &Batch, zs: &Tensor) -> Result<Tensor> {
         let labels = batch.tensor("labels")?;
-        let log_q = f::log_probs(zs, 1.0)?;
-        let mut rows = f::hard_ce_rows(&log_q, &labels)?;
         let eps = self.cfg.label_smoothing;
-        if eps > 0.0 {
+        let rows = if eps > 0.0 {
+            let log_q = f::log_probs(zs, 1.0)?;
             let uniform = log_q.mean(-1)?.neg()?;
-            rows = (rows.affine(1.0 - eps, 0.0)? + uniform.affine(eps, 0.0)?)?;
-        }
+            (f::hard_ce_rows(&log_q, &labels)?.affine(1.0 - eps, 0.0)? + uniform.affine(eps, 0.0)?)?
+        } else {
+            zs.cross_entropy_rows(&labels)?
+        };
         let mut valid = f::valid_mask(&labels)?;
         if let Some(m) = batch.get("mask") {
             valid = valid.mul(&m.flatten_all()?.to_dtype(DType::F32)?)?;

@@ -59,16 +59,14 @@ impl LossPlugin for HintonKd {
         let zs = f::rows(&batch.tensor("student")?)?;
         let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
         let mask = batch.get("mask");
-        let log_ps = f::log_probs(&zs, tau)?;
-        let log_pt = f::log_probs(&zt, tau)?;
-        let rows = f::teacher_target_rows(&log_pt, &log_ps, self.cfg.value_form)?;
+        let rows = f::teacher_target_logit_rows(&zt, &zs, tau, self.cfg.value_form)?;
         let scale = if self.cfg.tau_squared { tau * tau } else { 1.0 };
         let kd = f::reduce_rows(&rows, mask.as_ref())?.affine(scale * self.cfg.alpha, 0.0)?;
         if self.cfg.alpha >= 1.0 {
             return Ok(kd);
         }
         let labels = batch.tensor("labels")?;
-        let ce_rows = f::hard_ce_rows(&f::log_probs(&zs, 1.0)?, &labels)?;
+        let ce_rows = zs.cross_entropy_rows(&labels)?;
         let valid = match &mask {
             Some(m) => m.flatten_all()?.to_dtype(retort_sdk::DType::F32)?.mul(&f::valid_mask(&labels)?)?,
             None => f::valid_mask(&labels)?,
