@@ -1,36 +1,42 @@
 #!/usr/bin/env bash
-# MNIST MLP and CNN KD steps at one thread: Retort vs a monolithic candle loop (MLP) vs PyTorch; prints steps/s
-# and ratios (median of 3 runs each). PyTorch goes into bench/.venv (from PyPI), never a dependency.
-# Usage: bench/run.sh [steps]
+# The MNIST training jobs at one thread, side by side: PyTorch, a monolithic candle loop and Retort
+# (plugins on the host), for the MLP and CNN models and the teacher / scratch / distill jobs. Each
+# run is its own process; the table gives the median steps/s of 3 runs, the peak RSS of the median
+# run, and the ratios. PyTorch goes into bench/.venv (from PyPI), never a dependency.
+# Usage: bench/run.sh [mlp steps] [cnn steps] [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps="${1:-100}"
+mlp_steps="${1:-60}"
+cnn_steps="${2:-30}"
+runs="${3:-3}"
 export RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 cargo build --release --quiet --workspace
 if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c "import torch" 2>/dev/null; then
   python3 -m venv bench/.venv
   bench/.venv/bin/pip install --quiet torch==2.15.0 numpy
 fi
-median() { sort -g | sed -n 2p; }
-r=(); c=(); t=()
-for _ in 1 2 3; do
-  out=$(./target/release/kd-step "$steps")
-  r+=("$(echo "$out" | awk '/^retort/ {print $2}')")
-  c+=("$(echo "$out" | awk '/^candle/ {print $2}')")
-  t+=("$(bench/.venv/bin/python bench/torch_kd_step.py "$steps" | awk '{print $2}')")
-done
-R=$(printf '%s\n' "${r[@]}" | median); C=$(printf '%s\n' "${c[@]}" | median); T=$(printf '%s\n' "${t[@]}" | median)
-echo "MNIST MLP KD step, batch 128, one thread, median of 3 × $steps steps"
-printf '%-24s %8s steps/s\n' "retort (plugins)" "$R" "plain candle loop" "$C" "pytorch $(bench/.venv/bin/python -c 'import torch; print(torch.__version__)')" "$T"
-awk -v r="$R" -v c="$C" -v t="$T" 'BEGIN { printf "retort/pytorch %.2f  candle/pytorch %.2f  retort/candle %.2f\n", r/t, c/t, r/c }'
+torch_version=$(bench/.venv/bin/python -c 'import torch; print(torch.__version__)')
 
-# The CNN job (LeNet-style teacher conv 32-64 + fc 256, student conv 16-32 + fc 128): Retort vs PyTorch.
-rc=(); tc=()
-for _ in 1 2 3; do
-  rc+=("$(./target/release/kd-step "$steps" cnn 2>/dev/null | awk '/^retort/ {print $2}')")
-  tc+=("$(bench/.venv/bin/python bench/torch_kd_step.py "$steps" cnn | awk '{print $2}')")
+# One implementation's median over $runs runs: "steps/s rss_mib".
+median_run() {
+  local out=()
+  for _ in $(seq "$runs"); do
+    out+=("$("$@" 2>/dev/null | awk '{printf "%s %.0f\n", $2, $4 / 1024}')")
+  done
+  printf '%s\n' "${out[@]}" | sort -g | sed -n "$(((runs + 1) / 2))p"
+}
+
+echo "one thread, batch 128, Adam; median of $runs runs ($mlp_steps MLP / $cnn_steps CNN steps each); pytorch $torch_version"
+printf '%-5s %-8s | %8s %8s %8s | %7s %7s %7s | %8s %8s\n' model job torch candle retort "torch" "candle" "retort" retort/ candle/
+printf '%-5s %-8s | %8s %8s %8s | %7s %7s %7s | %8s %8s\n' "" "" "steps/s" "steps/s" "steps/s" "MiB" "MiB" "MiB" torch torch
+for model in mlp cnn; do
+  steps=$mlp_steps
+  [ "$model" = cnn ] && steps=$cnn_steps
+  for job in teacher scratch distill; do
+    read -r t tm < <(median_run bench/.venv/bin/python bench/torch_kd_step.py "$steps" "$model" "$job")
+    read -r c cm < <(median_run ./target/release/kd-step "$steps" "$model" "$job" candle)
+    read -r r rm < <(median_run ./target/release/kd-step "$steps" "$model" "$job" retort)
+    awk -v m="$model" -v j="$job" -v t="$t" -v c="$c" -v r="$r" -v tm="$tm" -v cm="$cm" -v rm="$rm" \
+      'BEGIN { printf "%-5s %-8s | %8.2f %8.2f %8.2f | %7d %7d %7d | %8.2f %8.2f\n", m, j, t, c, r, tm, cm, rm, r / t, c / t }'
+  done
 done
-RC=$(printf '%s\n' "${rc[@]}" | median); TC=$(printf '%s\n' "${tc[@]}" | median)
-echo "MNIST CNN KD step, batch 128, one thread, median of 3 × $steps steps"
-printf '%-24s %8s steps/s\n' "retort (plugins)" "$RC" "pytorch" "$TC"
-awk -v r="$RC" -v t="$TC" 'BEGIN { printf "retort/pytorch %.2f\n", r/t }'

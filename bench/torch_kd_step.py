@@ -1,10 +1,12 @@
-"""The MNIST MLP distillation step in PyTorch, for comparison with Retort (bench/run.sh).
+"""The MNIST training jobs of bench/src/bin/kd-step.rs in PyTorch, for comparison with Retort.
 
-Teacher 784-1200-1200-10, student 784-800-800-10, batch 128, Adam, tau = 20, teacher forward
-every step, one thread. Prints `torch <steps/s> steps/s`.
+Usage: torch_kd_step.py [steps] [mlp|cnn] [teacher|scratch|distill]. Teacher 784-1200-1200-10 and
+student 784-800-800-10 (or the LeNet-style CNNs), batch 128, Adam 1e-3, tau = 20 for distill
+(teacher forward every step), one thread. Prints `torch <steps/s> steps/s <peak RSS KiB> KiB`.
 """
 import gzip
 import os
+import resource
 import struct
 import sys
 import time
@@ -24,6 +26,13 @@ def load_images(n):
         raw = f.read(n * rows * cols)
     x = torch.frombuffer(bytearray(raw), dtype=torch.uint8).float().view(n, rows * cols) / 255.0
     return (x - 0.1307) / 0.3081
+
+
+def load_labels(n):
+    with gzip.open(os.path.join(here, "..", "data", "mnist", "train-labels-idx1-ubyte.gz")) as f:
+        f.read(8)
+        raw = f.read(n)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
 
 
 def mlp(dims):
@@ -46,29 +55,38 @@ def cnn(c1, c2, hidden):
 def main():
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     use_cnn = len(sys.argv) > 2 and sys.argv[2] == "cnn"
-    x_all = load_images(128 * 20)
+    job = sys.argv[3] if len(sys.argv) > 3 else "distill"
+    x_all, y_all = load_images(128 * 20), load_labels(128 * 20)
     if use_cnn:
         x_all = x_all.view(-1, 1, 28, 28)
-    batches = [x_all[i * 128:(i + 1) * 128] for i in range(20)]
+    batches = [(x_all[i * 128:(i + 1) * 128], y_all[i * 128:(i + 1) * 128]) for i in range(20)]
     if use_cnn:
         teacher, student = cnn(32, 64, 256), cnn(16, 32, 128)
     else:
         teacher, student = mlp([784, 1200, 1200, 10]), mlp([784, 800, 800, 10])
-    teacher.eval()
-    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
-
+    trained = teacher if job == "teacher" else student
+    if job == "distill":
+        teacher.eval()
+    opt = torch.optim.Adam(trained.parameters(), lr=1e-3)
     phases = [0.0] * 5
 
     def step(i, acc):
-        x = batches[i % len(batches)]
+        x, y = batches[i % len(batches)]
         t0 = time.perf_counter()
-        with torch.no_grad():
-            zt = teacher(x)
-        t1 = time.perf_counter()
-        zs = student(x)
-        t2 = time.perf_counter()
-        loss = F.kl_div(F.log_softmax(zs / TAU, -1), F.log_softmax(zt / TAU, -1), log_target=True,
-                        reduction="batchmean") * TAU * TAU
+        if job == "distill":
+            with torch.no_grad():
+                zt = teacher(x)
+            t1 = time.perf_counter()
+            zs = student(x)
+            t2 = time.perf_counter()
+            loss = F.kl_div(F.log_softmax(zs / TAU, -1), F.log_softmax(zt / TAU, -1), log_target=True,
+                            reduction="batchmean") * TAU * TAU
+        else:
+            t1 = t0 if job == "scratch" else None
+            z = trained(x)
+            t2 = time.perf_counter()
+            t1 = t1 if t1 is not None else t2
+            loss = F.cross_entropy(z, y)
         t3 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -83,10 +101,10 @@ def main():
     t = time.perf_counter()
     for i in range(steps):
         step(i, phases)
-    print(f"torch {steps / (time.perf_counter() - t):.2f} steps/s")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"torch {steps / (time.perf_counter() - t):.2f} steps/s {rss} KiB")
     names = ["teacher forward", "student forward", "loss", "backward", "optimizer"]
-    print("torch phases (ms/step): " + ", ".join(f"{n} {p / steps:.2f}" for n, p in zip(names, phases)),
-          file=sys.stderr)
+    print("phases (ms/step): " + ", ".join(f"{n} {p / steps:.2f}" for n, p in zip(names, phases)), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,13 @@ pub fn exe_dir() -> std::path::PathBuf {
         .map(|d| if d.ends_with("deps") { d.parent().map(|p| p.to_path_buf()).unwrap_or(d) } else { d })
         .unwrap_or_default()
 }
+
+/// This process's peak resident set (VmHWM) in KiB, 0 where /proc is not available.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

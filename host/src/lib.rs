@@ -4,6 +4,7 @@
 //! Plugins see tensors only as handles into [`backend`]; the host keeps data, device and autograd.
 #![allow(non_local_definitions)]
 
+pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod data;

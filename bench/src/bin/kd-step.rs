@@ -1,117 +1,173 @@
-//! The MNIST MLP distillation step at one thread, three ways: Retort with its plugins, a
-//! monolithic candle loop (tensor-op AdamW, as candle-nn does it), and PyTorch (`torch_kd_step.py`,
-//! run by `bench/run.sh`). Teacher 784-1200-1200-10, student 784-800-800-10, batch 128, Adam,
-//! τ = 20, teacher forward every step, real MNIST batches.
+//! One training job's step speed at one thread, on real MNIST batches (batch 128, Adam 1e-3):
+//! `teacher` (the teacher trained with CE), `scratch` (the student with CE), `distill` (teacher
+//! forward every step + the student on KD at τ = 20). Models: `mlp` (teacher 784-1200-1200-10,
+//! student 784-800-800-10) or `cnn` (LeNet-style, teacher conv 32-64 + fc 256, student conv 16-32 +
+//! fc 128). Implementations: `retort` (the plugins on the host) or `candle` (the same job as one
+//! monolithic candle function, AdamW as candle-nn does it); PyTorch is `torch_kd_step.py`.
 //!
-//! `RAYON_NUM_THREADS=1 cargo run --release -p retort-bench --bin kd-step -- [steps] [mlp|cnn]`
-//! (the CNN job: LeNet-style teacher conv 32-64 + fc 256, student conv 16-32 + fc 128).
+//! `kd-step [steps] [mlp|cnn] [teacher|scratch|distill] [retort|candle]` prints
+//! `<impl> <steps/s> steps/s <peak RSS KiB> KiB` on stdout and per-phase times on stderr;
+//! `bench/run.sh` runs every combination in its own process (so peak RSS is per job).
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use retort::{
     config::OptimizerSection,
     data::{BatchPlan, Batches, Dataset, DatasetSpec, Split},
     train::optim::Optimizer,
     Host, Inputs, Library, LossInstance, ModelInstance,
 };
-use retort_bench::exe_dir;
+use retort_bench::{exe_dir, peak_rss_kib};
 
 const TAU: f64 = 20.0;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Job {
+    Teacher,
+    Scratch,
+    Distill,
+}
 
 fn lib(name: &str) -> anyhow::Result<std::sync::Arc<Library>> {
     let file = format!("{}{name}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION);
     Ok(Library::load(&exe_dir().join(file))?)
 }
 
-fn batches(n: usize) -> anyhow::Result<Vec<(Tensor, Tensor)>> {
+/// Twenty real MNIST batches (flat for the MLP, `[B, 1, 28, 28]` for the CNN), labels as u32.
+fn batches(cnn: bool) -> anyhow::Result<Vec<(Tensor, Tensor)>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
     let spec = DatasetSpec { name: "mnist".into(), dir, validation: 0, seed: 0 };
-    let data = std::sync::Arc::new(Dataset::load(&spec, Split::Train)?.subset(128 * n, 1));
+    let data = std::sync::Arc::new(Dataset::load(&spec, Split::Train)?.subset(128 * 20, 1));
     let plan =
         BatchPlan { batch_size: 128, shuffle: true, jitter: 0, mean: 0.1307, std: 0.3081, seed: 1, drop_last: true };
     Batches::start(data, plan, 0, 0, Device::Cpu)
-        .map(|b| b.map(|b| (b.images.flatten_from(1).unwrap_or(b.images), b.labels)).map_err(Into::into))
+        .map(|b| {
+            let b = b?;
+            let x = if cnn { b.images } else { b.images.flatten_from(1)? };
+            Ok((x, b.labels))
+        })
         .collect()
 }
 
-/// Retort: mlp plugins for both models, hinton-kd plugin, the host's fused AdamW.
-fn retort_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool) -> anyhow::Result<f64> {
-    let host = Host::cpu(0);
-    let (mut teacher, mut student) = if cnn {
-        let l = lib("retort_model_cnn")?;
-        (
-            ModelInstance::new(&host, &l, "cnn", "teacher", r#"{"channels": [32, 64], "hidden": 256}"#)?,
-            ModelInstance::new(&host, &l, "cnn", "student", r#"{"channels": [16, 32], "hidden": 128}"#)?,
-        )
-    } else {
-        let l = lib("retort_model_mlp")?;
-        (
-            ModelInstance::new(&host, &l, "mlp", "teacher", r#"{"hidden": [1200, 1200]}"#)?,
-            ModelInstance::new(&host, &l, "mlp", "student", r#"{"hidden": [800, 800]}"#)?,
-        )
-    };
-    let mut kd =
-        LossInstance::new(&host, &lib("retort_loss_hinton_kd")?, "hinton-kd", "kd", r#"{"temperature": 20.0}"#)?;
-    let params = host.params.params(Some("student")).into_iter().map(|p| (p.name, p.var)).collect();
-    let mut opt = Optimizer::new(OptimizerSection::default(), params);
-    let mut phases = [0f64; 5];
-    let mut step = |i: usize, phases: &mut [f64; 5]| -> anyhow::Result<()> {
-        let (x, _) = &data[i % data.len()];
-        let t0 = Instant::now();
-        let zt = teacher.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?.detach();
-        let t1 = Instant::now();
-        let zs = student.forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))?;
-        let t2 = Instant::now();
-        let l = kd.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zt))?;
-        let t3 = Instant::now();
-        let grads = l.backward()?;
-        let t4 = Instant::now();
-        opt.step(&grads, 1e-3)?;
-        drop(grads);
-        let t5 = Instant::now();
-        for (p, (a, b)) in phases.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]) {
-            *p += (b - a).as_secs_f64() * 1e3;
-        }
-        Ok(())
-    };
-    let mut warm = [0f64; 5];
+/// Runs `step` three times to warm up, then `steps` times; steps/s and mean phase times.
+fn timed(steps: usize, names: &[&str], mut step: impl FnMut(usize, &mut [f64]) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let mut phases = vec![0f64; names.len()];
     for i in 0..3 {
-        step(i, &mut warm)?;
+        step(i, &mut vec![0f64; names.len()])?;
     }
     let t = Instant::now();
     for i in 0..steps {
         step(i, &mut phases)?;
     }
     let sps = steps as f64 / t.elapsed().as_secs_f64();
-    let names = ["teacher forward", "student forward", "loss", "backward", "optimizer"];
-    let per: Vec<String> = names.iter().zip(phases).map(|(n, p)| format!("{n} {:.2}", p / steps as f64)).collect();
-    eprintln!("retort phases (ms/step): {}", per.join(", "));
+    let per: Vec<String> = names.iter().zip(&phases).map(|(n, p)| format!("{n} {:.2}", p / steps as f64)).collect();
+    eprintln!("phases (ms/step): {}", per.join(", "));
     Ok(sps)
 }
 
-struct Mlp {
-    layers: Vec<(Var, Var)>,
+/// Milliseconds since `t`, and resets `t`.
+fn lap(t: &mut Instant) -> f64 {
+    let now = Instant::now();
+    let ms = (now - *t).as_secs_f64() * 1e3;
+    *t = now;
+    ms
 }
 
-impl Mlp {
-    fn new(dims: &[usize]) -> candle_core::Result<Mlp> {
-        let layers = dims
-            .windows(2)
-            .map(|w| {
-                let b = 1.0 / (w[0] as f64).sqrt();
-                Ok((
-                    Var::from_tensor(&Tensor::rand(-b as f32, b as f32, (w[1], w[0]), &Device::Cpu)?)?,
-                    Var::from_tensor(&Tensor::rand(-b as f32, b as f32, w[1], &Device::Cpu)?)?,
-                ))
-            })
-            .collect::<candle_core::Result<_>>()?;
-        Ok(Mlp { layers })
+/// Retort: the mlp/cnn model plugins, the hinton-kd or cross-entropy loss plugin, the host's fused Adam.
+fn retort_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool, job: Job) -> anyhow::Result<f64> {
+    let host = Host::cpu(0);
+    let (lib_m, kind, big, small) = if cnn {
+        (lib("retort_model_cnn")?, "cnn", r#"{"channels": [32, 64], "hidden": 256}"#, r#"{"channels": [16, 32], "hidden": 128}"#)
+    } else {
+        (lib("retort_model_mlp")?, "mlp", r#"{"hidden": [1200, 1200]}"#, r#"{"hidden": [800, 800]}"#)
+    };
+    let teacher = if job == Job::Scratch { None } else { Some(ModelInstance::new(&host, &lib_m, kind, "teacher", big)?) };
+    let mut student = if job == Job::Teacher { None } else { Some(ModelInstance::new(&host, &lib_m, kind, "student", small)?) };
+    let mut loss = if job == Job::Distill {
+        LossInstance::new(&host, &lib("retort_loss_hinton_kd")?, "hinton-kd", "kd", r#"{"temperature": 20.0}"#)?
+    } else {
+        LossInstance::new(&host, &lib("retort_loss_cross_entropy")?, "cross-entropy", "ce", "{}")?
+    };
+    let trained = if job == Job::Teacher { "teacher" } else { "student" };
+    let params = host.params.params(Some(trained)).into_iter().map(|p| (p.name, p.var)).collect();
+    let mut opt = Optimizer::new(OptimizerSection::default(), params);
+    let mut teacher = teacher;
+    let names = ["teacher forward", "student forward", "loss", "backward", "optimizer"];
+    timed(steps, &names, |i, ph| {
+        let (x, y) = &data[i % data.len()];
+        let mut t = Instant::now();
+        let l = match job {
+            Job::Distill => {
+                let t_model = teacher.as_mut().ok_or_else(|| anyhow::anyhow!("no teacher"))?;
+                let zt = t_model.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?.detach();
+                ph[0] += lap(&mut t);
+                let s_model = student.as_mut().ok_or_else(|| anyhow::anyhow!("no student"))?;
+                let zs = s_model.forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))?;
+                ph[1] += lap(&mut t);
+                loss.loss(&Inputs::new().tensor("student", &zs).tensor("teacher", &zt))?
+            }
+            _ => {
+                let model = teacher.as_mut().or(student.as_mut()).ok_or_else(|| anyhow::anyhow!("no model"))?;
+                let z = model.forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))?;
+                ph[if job == Job::Teacher { 0 } else { 1 }] += lap(&mut t);
+                loss.loss(&Inputs::new().tensor("student", &z).tensor("labels", y))?
+            }
+        };
+        ph[2] += lap(&mut t);
+        let grads = l.backward()?;
+        ph[3] += lap(&mut t);
+        opt.step(&grads, 1e-3)?;
+        drop(grads);
+        ph[4] += lap(&mut t);
+        Ok(())
+    })
+}
+
+/// A plain candle network: the MLP or the LeNet-style CNN, `Var` parameters, PyTorch's init.
+struct Net {
+    convs: Vec<(Var, Var)>,
+    fcs: Vec<(Var, Var)>,
+}
+
+fn uniform(shape: &[usize], fan_in: usize) -> candle_core::Result<Var> {
+    let b = (1.0 / fan_in as f64).sqrt() as f32;
+    Var::from_tensor(&Tensor::rand(-b, b, shape, &Device::Cpu)?)
+}
+
+impl Net {
+    fn mlp(dims: &[usize]) -> candle_core::Result<Net> {
+        let fcs = dims.windows(2).map(|w| Ok((uniform(&[w[1], w[0]], w[0])?, uniform(&[w[1]], w[0])?))).collect::<candle_core::Result<_>>()?;
+        Ok(Net { convs: vec![], fcs })
     }
+
+    fn cnn(c1: usize, c2: usize, hidden: usize) -> candle_core::Result<Net> {
+        let convs = vec![
+            (uniform(&[c1, 1, 5, 5], 25)?, uniform(&[c1], 25)?),
+            (uniform(&[c2, c1, 5, 5], c1 * 25)?, uniform(&[c2], c1 * 25)?),
+        ];
+        let fcs = vec![
+            (uniform(&[hidden, c2 * 49], c2 * 49)?, uniform(&[hidden], c2 * 49)?),
+            (uniform(&[10, hidden], hidden)?, uniform(&[10], hidden)?),
+        ];
+        Ok(Net { convs, fcs })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.convs.iter().chain(&self.fcs).flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
-        for (i, (w, b)) in self.layers.iter().enumerate() {
+        for (w, b) in &self.convs {
+            let c = b.dim(0)?;
+            h = h.conv2d(w, 2, 1, 1, 1)?.broadcast_add(&b.reshape((1, c, 1, 1))?)?.relu()?.max_pool2d(2)?;
+        }
+        if !self.convs.is_empty() {
+            h = h.flatten_from(1)?;
+        }
+        for (i, (w, b)) in self.fcs.iter().enumerate() {
             h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
-            if i + 1 < self.layers.len() {
+            if i + 1 < self.fcs.len() {
                 h = h.relu()?;
             }
         }
@@ -125,24 +181,38 @@ fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
     s.broadcast_sub(&s.exp()?.sum_keepdim(D::Minus1)?.log()?)
 }
 
-/// Plain candle: the same step in one function, AdamW as a chain of tensor ops per parameter
-/// (what candle-nn's `AdamW` does), `Var::set` to write back.
-fn candle_steps(data: &[(Tensor, Tensor)], steps: usize) -> anyhow::Result<f64> {
-    let teacher = Mlp::new(&[784, 1200, 1200, 10])?;
-    let student = Mlp::new(&[784, 800, 800, 10])?;
-    let vars: Vec<Var> = student.layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
+/// Plain candle: the same job in one function, AdamW as a chain of tensor ops per parameter (what
+/// candle-nn's `AdamW` does), `Var::set` to write back.
+fn candle_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool, job: Job) -> anyhow::Result<f64> {
+    let (big, small) =
+        if cnn { (Net::cnn(32, 64, 256)?, Net::cnn(16, 32, 128)?) } else { (Net::mlp(&[784, 1200, 1200, 10])?, Net::mlp(&[784, 800, 800, 10])?) };
+    let trained = if job == Job::Teacher { &big } else { &small };
+    let vars = trained.vars();
     let mut m: Vec<Tensor> = vars.iter().map(|v| v.zeros_like()).collect::<candle_core::Result<_>>()?;
     let mut v2: Vec<Tensor> = m.clone();
     let (b1, b2, eps, lr) = (0.9f64, 0.999f64, 1e-8, 1e-3);
     let mut t = 0i32;
-    let mut step = |i: usize| -> anyhow::Result<()> {
-        let (x, _) = &data[i % data.len()];
-        let zt = teacher.forward(x)?.detach();
-        let zs = student.forward(x)?;
-        let lps = log_softmax(&zs.affine(1.0 / TAU, 0.0)?)?;
-        let lpt = log_softmax(&zt.affine(1.0 / TAU, 0.0)?)?;
-        let kl = (lpt.exp()? * (lpt - lps)?)?.sum(D::Minus1)?.mean_all()?.affine(TAU * TAU, 0.0)?;
-        let grads = kl.backward()?;
+    let names = ["teacher forward", "student forward", "loss", "backward", "optimizer"];
+    timed(steps, &names, |i, ph| {
+        let (x, y) = &data[i % data.len()];
+        let mut clock = Instant::now();
+        let loss = if job == Job::Distill {
+            let zt = big.forward(x)?.detach();
+            ph[0] += lap(&mut clock);
+            let zs = small.forward(x)?;
+            ph[1] += lap(&mut clock);
+            let lps = log_softmax(&zs.affine(1.0 / TAU, 0.0)?)?;
+            let lpt = log_softmax(&zt.affine(1.0 / TAU, 0.0)?)?;
+            (lpt.exp()? * (lpt - lps)?)?.sum(D::Minus1)?.mean_all()?.affine(TAU * TAU, 0.0)?
+        } else {
+            let z = trained.forward(x)?;
+            ph[if job == Job::Teacher { 0 } else { 1 }] += lap(&mut clock);
+            let lp = log_softmax(&z)?;
+            lp.gather(&y.to_dtype(candle_core::DType::I64)?.unsqueeze(1)?, 1)?.mean_all()?.neg()?
+        };
+        ph[2] += lap(&mut clock);
+        let grads = loss.backward()?;
+        ph[3] += lap(&mut clock);
         t += 1;
         for (k, var) in vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
@@ -153,33 +223,28 @@ fn candle_steps(data: &[(Tensor, Tensor)], steps: usize) -> anyhow::Result<f64> 
             let upd = (mh / (vh.sqrt()? + eps)?)?;
             var.set(&(var.as_tensor() - (upd * lr)?)?)?;
         }
+        ph[4] += lap(&mut clock);
         Ok(())
-    };
-    for i in 0..3 {
-        step(i)?;
-    }
-    let start = Instant::now();
-    for i in 0..steps {
-        step(i)?;
-    }
-    Ok(steps as f64 / start.elapsed().as_secs_f64())
+    })
 }
 
 fn main() -> anyhow::Result<()> {
-    let steps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let cnn = std::env::args().nth(2).as_deref() == Some("cnn");
-    let mut data = batches(20)?;
-    assert_eq!(data[0].0.dtype(), DType::F32);
-    if cnn {
-        for (x, _) in data.iter_mut() {
-            *x = x.reshape((x.dim(0)?, 1, 28, 28))?;
-        }
-        println!("retort {:.2} steps/s", retort_steps(&data, steps, true)?);
-        return Ok(());
-    }
-    let plain = candle_steps(&data, steps)?;
-    let retort = retort_steps(&data, steps, false)?;
-    println!("retort {retort:.2} steps/s");
-    println!("candle {plain:.2} steps/s");
+    let arg = |i: usize| std::env::args().nth(i);
+    let steps: usize = arg(1).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let cnn = arg(2).as_deref() == Some("cnn");
+    let job = match arg(3).as_deref() {
+        Some("teacher") => Job::Teacher,
+        Some("scratch") => Job::Scratch,
+        None | Some("distill") => Job::Distill,
+        Some(other) => anyhow::bail!("unknown job {other:?} (teacher, scratch or distill)"),
+    };
+    let which = arg(4).unwrap_or_else(|| "retort".into());
+    let data = batches(cnn)?;
+    let sps = match which.as_str() {
+        "retort" => retort_steps(&data, steps, cnn, job)?,
+        "candle" => candle_steps(&data, steps, cnn, job)?,
+        other => anyhow::bail!("unknown implementation {other:?} (retort or candle)"),
+    };
+    println!("{which} {sps:.2} steps/s {} KiB", peak_rss_kib());
     Ok(())
 }
