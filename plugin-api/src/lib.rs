@@ -7,6 +7,10 @@
 //!
 //! Compatibility rule: minor versions only append (new table fields after the prefix, new trait
 //! methods after `last_prefix_field`, new op codes). Anything else is a major version.
+//!
+//! History: 1.0 the tables and interfaces; 1.1 the fused host ops `nn::LINEAR`, `nn::CONV2D_BIAS`,
+//! `nn::KL_DIV_ROWS`, `nn::CROSS_ENTROPY_ROWS` (new op codes; a 1.0 host answers UNSUPPORTED and the
+//! SDK falls back to the unfused composition).
 #![allow(non_local_definitions)]
 
 pub mod codes;
