@@ -323,9 +323,10 @@ impl Tensor {
         let raws = [self.raw(), q.raw()];
         let args = [tau.to_bits() as i64];
         match self.wrap((self.api().nn())(nn::KL_DIV_ROWS, RSlice::from_slice(&raws), RSlice::from_slice(&args))) {
-            Err(e) if e.code == retort_plugin_api::codes::error::UNSUPPORTED => {
-                crate::functional::kl_rows(&crate::functional::log_probs(self, tau)?, &crate::functional::log_probs(q, tau)?)
-            }
+            Err(e) if e.code == retort_plugin_api::codes::error::UNSUPPORTED => crate::functional::kl_rows(
+                &crate::functional::log_probs(self, tau)?,
+                &crate::functional::log_probs(q, tau)?,
+            ),
             r => r,
         }
     }

@@ -50,7 +50,11 @@ fn batches(cnn: bool) -> anyhow::Result<Vec<(Tensor, Tensor)>> {
 }
 
 /// Runs `step` three times to warm up, then `steps` times; steps/s and mean phase times.
-fn timed(steps: usize, names: &[&str], mut step: impl FnMut(usize, &mut [f64]) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+fn timed(
+    steps: usize,
+    names: &[&str],
+    mut step: impl FnMut(usize, &mut [f64]) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     let mut phases = vec![0f64; names.len()];
     for i in 0..3 {
         step(i, &mut vec![0f64; names.len()])?;
@@ -77,12 +81,19 @@ fn lap(t: &mut Instant) -> f64 {
 fn retort_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool, job: Job) -> anyhow::Result<f64> {
     let host = Host::cpu(0);
     let (lib_m, kind, big, small) = if cnn {
-        (lib("retort_model_cnn")?, "cnn", r#"{"channels": [32, 64], "hidden": 256}"#, r#"{"channels": [16, 32], "hidden": 128}"#)
+        (
+            lib("retort_model_cnn")?,
+            "cnn",
+            r#"{"channels": [32, 64], "hidden": 256}"#,
+            r#"{"channels": [16, 32], "hidden": 128}"#,
+        )
     } else {
         (lib("retort_model_mlp")?, "mlp", r#"{"hidden": [1200, 1200]}"#, r#"{"hidden": [800, 800]}"#)
     };
-    let teacher = if job == Job::Scratch { None } else { Some(ModelInstance::new(&host, &lib_m, kind, "teacher", big)?) };
-    let mut student = if job == Job::Teacher { None } else { Some(ModelInstance::new(&host, &lib_m, kind, "student", small)?) };
+    let teacher =
+        if job == Job::Scratch { None } else { Some(ModelInstance::new(&host, &lib_m, kind, "teacher", big)?) };
+    let mut student =
+        if job == Job::Teacher { None } else { Some(ModelInstance::new(&host, &lib_m, kind, "student", small)?) };
     let mut loss = if job == Job::Distill {
         LossInstance::new(&host, &lib("retort_loss_hinton_kd")?, "hinton-kd", "kd", r#"{"temperature": 20.0}"#)?
     } else {
@@ -136,7 +147,10 @@ fn uniform(shape: &[usize], fan_in: usize) -> candle_core::Result<Var> {
 
 impl Net {
     fn mlp(dims: &[usize]) -> candle_core::Result<Net> {
-        let fcs = dims.windows(2).map(|w| Ok((uniform(&[w[1], w[0]], w[0])?, uniform(&[w[1]], w[0])?))).collect::<candle_core::Result<_>>()?;
+        let fcs = dims
+            .windows(2)
+            .map(|w| Ok((uniform(&[w[1], w[0]], w[0])?, uniform(&[w[1]], w[0])?)))
+            .collect::<candle_core::Result<_>>()?;
         Ok(Net { convs: vec![], fcs })
     }
 
@@ -184,8 +198,11 @@ fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
 /// Plain candle: the same job in one function, AdamW as a chain of tensor ops per parameter (what
 /// candle-nn's `AdamW` does), `Var::set` to write back.
 fn candle_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool, job: Job) -> anyhow::Result<f64> {
-    let (big, small) =
-        if cnn { (Net::cnn(32, 64, 256)?, Net::cnn(16, 32, 128)?) } else { (Net::mlp(&[784, 1200, 1200, 10])?, Net::mlp(&[784, 800, 800, 10])?) };
+    let (big, small) = if cnn {
+        (Net::cnn(32, 64, 256)?, Net::cnn(16, 32, 128)?)
+    } else {
+        (Net::mlp(&[784, 1200, 1200, 10])?, Net::mlp(&[784, 800, 800, 10])?)
+    };
     let trained = if job == Job::Teacher { &big } else { &small };
     let vars = trained.vars();
     let mut m: Vec<Tensor> = vars.iter().map(|v| v.zeros_like()).collect::<candle_core::Result<_>>()?;

@@ -386,7 +386,11 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
         nn::CONV2D | nn::CONV2D_BIAS => {
             let bias = op == nn::CONV2D_BIAS;
             if xs.len() != 2 + usize::from(bias) {
-                return invalid(if bias { "conv2d_bias takes [input, kernel, bias]" } else { "conv2d takes [input, kernel]" });
+                return invalid(if bias {
+                    "conv2d_bias takes [input, kernel, bias]"
+                } else {
+                    "conv2d takes [input, kernel]"
+                });
             }
             nargs(args, 4, "conv2d")?;
             let a: Vec<usize> = args.iter().map(|&v| usize_arg(v, "conv2d argument")).collect::<OpResult<_>>()?;

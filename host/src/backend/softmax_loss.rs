@@ -59,8 +59,16 @@ impl CustomOp2 for KlRows {
 
     fn bwd(&self, p: &Tensor, q: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let gp = if p.track_op() { Some(p.apply_op3_no_bwd(q, &grad, &KlRowsGrad { tau: self.tau, wrt_p: true })?) } else { None };
-        let gq = if q.track_op() { Some(p.apply_op3_no_bwd(q, &grad, &KlRowsGrad { tau: self.tau, wrt_p: false })?) } else { None };
+        let gp = if p.track_op() {
+            Some(p.apply_op3_no_bwd(q, &grad, &KlRowsGrad { tau: self.tau, wrt_p: true })?)
+        } else {
+            None
+        };
+        let gq = if q.track_op() {
+            Some(p.apply_op3_no_bwd(q, &grad, &KlRowsGrad { tau: self.tau, wrt_p: false })?)
+        } else {
+            None
+        };
         Ok((gp, gq))
     }
 }
@@ -261,7 +269,9 @@ mod tests {
     #[test]
     fn kl_rows_matches_the_composition() {
         let d = Device::Cpu;
-        for (shape, tau) in [(vec![1usize, 1usize], 1.0), (vec![7, 5], 4.0), (vec![2, 3, 33], 2.0), (vec![64, 100], 20.0)] {
+        for (shape, tau) in
+            [(vec![1usize, 1usize], 1.0), (vec![7, 5], 4.0), (vec![2, 3, 33], 2.0), (vec![64, 100], 20.0)]
+        {
             let p = Var::from_tensor(&Tensor::randn(0f32, 3.0, shape.as_slice(), &d).unwrap()).unwrap();
             let q = Var::from_tensor(&Tensor::randn(0f32, 3.0, shape.as_slice(), &d).unwrap()).unwrap();
             let w = Tensor::randn(0f32, 1.0, &shape[..shape.len() - 1], &d).unwrap();
@@ -316,7 +326,8 @@ mod tests {
         let valid = Tensor::new(&[1f32, 0., 1., 1., 1., 1.], &d).unwrap();
         let safe = Tensor::new(&[3i64, 0, 0, 10, 5, 7], &d).unwrap();
         let lz = log_softmax_last(&z).unwrap();
-        let b = (lz.gather(&safe.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap() * &valid).unwrap().neg().unwrap();
+        let b =
+            (lz.gather(&safe.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap() * &valid).unwrap().neg().unwrap();
         assert!(max_diff(&a, &b) < 1e-5);
         assert_eq!(a.to_vec1::<f32>().unwrap()[1], 0.0, "label −100 is ignored");
         let ga = (&a * &w).unwrap().sum_all().unwrap().backward().unwrap();
