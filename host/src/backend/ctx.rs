@@ -244,6 +244,7 @@ fn fnv1a(s: &str) -> u64 {
 impl Host {
     /// A host on `device` whose plugin RNG streams derive from `seed`.
     pub fn new(device: Device, seed: u64) -> Self {
+        crate::alloc::tune();
         Host { device, params: Arc::default(), taps: Arc::default(), seed }
     }
 
