@@ -26,7 +26,7 @@ fn gemm_acc(
     n: usize,
     k: usize,
     dst: &mut [f32],
-    dst_rs: usize,
+    (dst_rs, dst_cs): (usize, usize),
     acc: bool,
     lhs: &[f32],
     (lhs_rs, lhs_cs): (usize, usize),
@@ -40,7 +40,7 @@ fn gemm_acc(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             acc,
             lhs.as_ptr(),
@@ -229,7 +229,7 @@ fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
             g.pad_into(&x[(s0 + si) * plane..][..plane], &mut xp);
             g.im2col(&xp, &mut cols, n * p, si);
         }
-        gemm_acc(g.o, n * p, k, &mut tmp, n * p, false, w, (k, 1), &cols, (n * p, 1));
+        gemm_acc(g.o, n * p, k, &mut tmp, (n * p, 1), false, w, (k, 1), &cols, (n * p, 1));
         scatter(&tmp, g.o, p, s0, n, bias, &mut out);
     }
     out
@@ -362,7 +362,7 @@ impl CustomOp2 for ConvGradInput {
         for s0 in (0..g.n).step_by(cs) {
             let n = cs.min(g.n - s0);
             gather(g_out, g.o, p, s0, n, &mut gch);
-            gemm_acc(k, n * p, g.o, &mut dcols, n * p, false, w, (1, k), &gch, (n * p, 1));
+            gemm_acc(k, n * p, g.o, &mut dcols, (n * p, 1), false, w, (1, k), &gch, (n * p, 1));
             for si in 0..n {
                 g.col2im(&dcols, &mut buf, &mut gx[(s0 + si) * plane..][..plane], n * p, si);
             }
@@ -399,7 +399,9 @@ impl CustomOp2 for ConvGradKernel {
                 g.im2col(&xp, &mut cols, n * p, si);
             }
             gather(g_out, g.o, p, s0, n, &mut gch);
-            gemm_acc(g.o, k, n * p, &mut gw, k, i > 0, &gch, (n * p, 1), &cols, (1, n * p));
+            // As gwᵀ[K×O] = cols·gᵀ written through gw's transposed strides: the gemm crate runs
+            // this orientation ≈ 1.5× faster than g·colsᵀ (bench `gemm-shapes`).
+            gemm_acc(k, g.o, n * p, &mut gw, (1, k), i > 0, &cols, (n * p, 1), &gch, (1, n * p));
         }
         Ok((CpuStorage::F32(gw), Shape::from(self.w)))
     }
