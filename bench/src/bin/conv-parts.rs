@@ -2,7 +2,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use retort::backend::{conv, fused};
+use retort::backend::{conv, fused, pool};
 
 fn time(name: &str, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> candle_core::Result<()> {
     f()?;
@@ -28,7 +28,7 @@ fn main() -> candle_core::Result<()> {
     let y = conv::conv2d(&x2, &w2, None, 2, 1, 1, 1)?;
     time("bias add", || y.broadcast_add(&b2))?;
     time("relu fused", || fused::relu(&y))?;
-    time("max pool fused", || conv::max_pool2d(&y, (2, 2), (2, 2)))?;
+    time("max pool fused", || pool::max_pool2d(&y, (2, 2), (2, 2)))?;
     time("max pool candle", || y.max_pool2d(2))?;
     // Backward pieces of the teacher's conv2 (32 → 64 at 14×14): forward + one gradient at a time.
     let xv = candle_core::Var::from_tensor(&x2)?;

@@ -4,6 +4,7 @@ mod ctx;
 pub mod fused;
 mod handle;
 mod ops;
+pub mod pool;
 mod scratch;
 pub mod softmax_loss;
 mod table;

@@ -403,7 +403,7 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             nargs(args, 4, "pool2d")?;
             let a: Vec<usize> = args.iter().map(|&v| usize_arg(v, "pool argument")).collect::<OpResult<_>>()?;
             if op == nn::MAX_POOL2D {
-                super::conv::max_pool2d(xs[0], (a[0], a[1]), (a[2], a[3]))?
+                super::pool::max_pool2d(xs[0], (a[0], a[1]), (a[2], a[3]))?
             } else {
                 xs[0].avg_pool2d_with_stride((a[0], a[1]), (a[2], a[3]))?
             }
