@@ -12,10 +12,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "mimalloc")]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Milliseconds mimalloc waits before returning freed pages to the kernel. Its default (10 ms) is
-/// shorter than a CNN step, so the step's large buffers were purged and faulted in again every
-/// step (CNN teacher job: 106k page faults in 15 steps, 6.4 steps/s; with 1 s: 8k, 7.1 steps/s).
-pub const PURGE_DELAY_MS: i64 = 1000;
+/// Milliseconds mimalloc waits before returning freed pages to the kernel; −1: never. Its default
+/// (10 ms) is shorter than a CNN step, so the step's large buffers were purged and faulted in again
+/// every step (CNN teacher job: 106k page faults in 15 steps, 6.4 steps/s; 1 s: 8k, 7.1 steps/s);
+/// even 1 s left ~22 faults per MLP step (300 steps: 6.5k faults vs 330 with −1). A training step
+/// reaches the same peak every step, so keeping the pages costs no RSS in the steady state (the
+/// MLP distill job peaks at 152 MiB either way); a transient peak (a large evaluation batch) stays
+/// resident. `MIMALLOC_PURGE_DELAY` overrides it.
+pub const PURGE_DELAY_MS: i64 = -1;
 
 /// Applies the allocator settings once per process (called when a [`crate::Host`] is made); an
 /// explicit `MIMALLOC_PURGE_DELAY` in the environment wins.

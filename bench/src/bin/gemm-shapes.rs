@@ -50,5 +50,11 @@ fn main() {
     run("input grad as (Gᵀ·W)ᵀ [n×o]·[o×k]", cols, k, o, (1, cols as isize), (k as isize, 1));
     run("forward as colsᵀ·Wᵀ [n×k]·[k×o]", cols, o, k, (1, cols as isize), (1, k as isize));
     run("kernel grad as cols·Gᵀ [k×n]·[n×o]", k, o, cols, (cols as isize, 1), (1, cols as isize));
+    // The MLP student's middle layer (batch 128, 800 → 800): weight gradient both ways, input gradient.
+    let (b, i, o) = (128, 800, 800);
+    run("mlp gw = gᵀ·x [o×b]·[b×i]", o, i, b, (1, o as isize), (i as isize, 1));
+    run("mlp gwᵀ = xᵀ·g [i×b]·[b×o]", i, o, b, (1, i as isize), (o as isize, 1));
+    run("mlp gx = g·w [b×o]·[o×i]", b, i, o, (o as isize, 1), (i as isize, 1));
+    run("mlp fwd = x·wᵀ [b×i]·[i×o]", b, o, i, (i as isize, 1), (1, i as isize));
     run("square 1024", 1024, 1024, 1024, (1024, 1), (1024, 1));
 }

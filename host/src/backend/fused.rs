@@ -91,8 +91,28 @@ impl CustomOp3 for Linear {
         let g = grad.reshape(((), out))?;
         let gx = if x.track_op() { Some(g.matmul(w)?.reshape(x.shape())?) } else { None };
         let gw = if w.track_op() { Some(g.t()?.matmul(&x.reshape(((), inp))?)?) } else { None };
-        let gb = if b.track_op() { Some(g.sum(0)?) } else { None };
+        let gb = if b.track_op() { Some(g.contiguous()?.apply_op1_no_bwd(&ColumnSum)?) } else { None };
         Ok((gx, gw, gb))
+    }
+}
+
+/// `[rows, C]` → `[C]`, the sum over rows (a bias gradient): rows added into one accumulator
+/// row, which vectorises; candle's reduction over dim 0 walks the matrix with a stride.
+struct ColumnSum;
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "retort-column-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s, l, "gradient")?;
+        let (_, c) = l.shape().dims2()?;
+        let mut out = vec![0f32; c];
+        for row in g.chunks_exact(c.max(1)) {
+            out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+        }
+        Ok((CpuStorage::F32(out), Shape::from(c)))
     }
 }
 
