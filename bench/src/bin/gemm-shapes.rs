@@ -50,6 +50,14 @@ fn main() {
     run("input grad as (Gᵀ·W)ᵀ [n×o]·[o×k]", cols, k, o, (1, cols as isize), (k as isize, 1));
     run("forward as colsᵀ·Wᵀ [n×k]·[k×o]", cols, o, k, (1, cols as isize), (1, k as isize));
     run("kernel grad as cols·Gᵀ [k×n]·[n×o]", k, o, cols, (cols as isize, 1), (1, cols as isize));
+    // The student's conv2 (16 → 32 channels, k = 400).
+    let (o2, k2) = (32, 400);
+    run("student fwd W·cols", o2, cols, k2, (k2 as isize, 1), (cols as isize, 1));
+    run("student fwd (colsᵀ·Wᵀ)ᵀ", cols, o2, k2, (1, cols as isize), (1, k2 as isize));
+    run("teacher fwd (colsᵀ·Wᵀ)ᵀ", cols, o, k, (1, cols as isize), (1, k as isize));
+    run("student kernel grad cols·Gᵀ", k2, o2, cols, (cols as isize, 1), (1, cols as isize));
+    run("student input grad Wᵀ·G", k2, cols, o2, (1, k2 as isize), (cols as isize, 1));
+    run("student input grad (Gᵀ·W)ᵀ", cols, k2, o2, (1, cols as isize), (k2 as isize, 1));
     // The MLP student's middle layer (batch 128, 800 → 800): weight gradient both ways, input gradient.
     let (b, i, o) = (128, 800, 800);
     run("mlp gw = gᵀ·x [o×b]·[b×i]", o, i, b, (1, o as isize), (i as isize, 1));
