@@ -17,14 +17,10 @@ if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c "import torch"
 fi
 torch_version=$(bench/.venv/bin/python -c 'import torch; print(torch.__version__)')
 
-# One implementation's median over $runs runs: "steps/s rss_mib".
-median_run() {
-  local out=()
-  for _ in $(seq "$runs"); do
-    out+=("$("$@" 2>/dev/null | awk '{printf "%s %.0f\n", $2, $4 / 1024}')")
-  done
-  printf '%s\n' "${out[@]}" | sort -g | sed -n "$(((runs + 1) / 2))p"
-}
+# One line per run: "steps/s rss_mib".
+one() { "$@" 2>/dev/null | awk '{printf "%s %.0f\n", $2, $4 / 1024}'; }
+# The middle value of $runs lines.
+median() { sort -g | sed -n "$(((runs + 1) / 2))p"; }
 
 echo "one thread, batch 128, Adam; median of $runs runs ($mlp_steps MLP / $cnn_steps CNN steps each); pytorch $torch_version"
 printf '%-5s %-8s | %8s %8s %8s | %7s %7s %7s | %8s %8s\n' model job torch candle retort "torch" "candle" "retort" retort/ candle/
@@ -33,9 +29,17 @@ for model in mlp cnn; do
   steps=$mlp_steps
   [ "$model" = cnn ] && steps=$cnn_steps
   for job in teacher scratch distill; do
-    read -r t tm < <(median_run bench/.venv/bin/python bench/torch_kd_step.py "$steps" "$model" "$job")
-    read -r c cm < <(median_run ./target/release/kd-step "$steps" "$model" "$job" candle)
-    read -r r rm < <(median_run ./target/release/kd-step "$steps" "$model" "$job" retort)
+    # The three implementations take turns within each repetition, so that drift in the machine's
+    # speed (shared vCPUs) lands on all of them alike.
+    T=(); C=(); R=()
+    for _ in $(seq "$runs"); do
+      T+=("$(one bench/.venv/bin/python bench/torch_kd_step.py "$steps" "$model" "$job")")
+      C+=("$(one ./target/release/kd-step "$steps" "$model" "$job" candle)")
+      R+=("$(one ./target/release/kd-step "$steps" "$model" "$job" retort)")
+    done
+    read -r t tm < <(printf '%s\n' "${T[@]}" | median)
+    read -r c cm < <(printf '%s\n' "${C[@]}" | median)
+    read -r r rm < <(printf '%s\n' "${R[@]}" | median)
     awk -v m="$model" -v j="$job" -v t="$t" -v c="$c" -v r="$r" -v tm="$tm" -v cm="$cm" -v rm="$rm" \
       'BEGIN { printf "%-5s %-8s | %8.2f %8.2f %8.2f | %7d %7d %7d | %8.2f %8.2f\n", m, j, t, c, r, tm, cm, rm, r / t, c / t }'
   done

@@ -1,22 +1,9 @@
 //! Fused 2-D convolution (im2col + gemm, forward and both gradients, bias in the same op) as
 //! candle custom ops on CPU f32. Candle's own conv backward builds the kernel gradient as a
 //! convolution over transposed tensors; this does each gradient as one gemm per chunk of samples.
+use super::kernel::{f32_slice as slice, parallelism, BiasGrad};
 use super::scratch::Scratch;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("fused conv: {what} must be contiguous f32"),
-    }
-}
-
-fn parallelism() -> gemm::Parallelism {
-    match candle_core::utils::get_num_threads() {
-        n if n > 1 => gemm::Parallelism::Rayon(n),
-        _ => gemm::Parallelism::None,
-    }
-}
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 /// `dst[m×n] (= dst if acc) + lhs[m×k]·rhs[k×n]` with explicit (row, column) strides.
 #[allow(clippy::too_many_arguments)]
@@ -249,21 +236,9 @@ fn grads(pad: usize, stride: usize, x: &Tensor, w: &Tensor, grad: &Tensor) -> Re
     Ok((gx, gw))
 }
 
-/// A sum in eight independent lanes (vectorised; a sequential f32 sum is not).
-fn sum8(v: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
-
 /// Convolution: `(x, w)` as a `CustomOp2`, `(x, w, bias)` as a `CustomOp3` (bias added in the
 /// output pass, its gradient one pass over the output gradient). Backward through
-/// [`ConvGradInput`], [`ConvGradKernel`] and [`ChannelSum`].
+/// [`ConvGradInput`], [`ConvGradKernel`] and [`BiasGrad`].
 struct Conv {
     pad: usize,
     stride: usize,
@@ -318,34 +293,8 @@ impl CustomOp3 for Conv {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let (gx, gw) = grads(self.pad, self.stride, x, w, &grad)?;
-        let gb = if b.track_op() { Some(grad.apply_op1_no_bwd(&ChannelSum)?) } else { None };
+        let gb = if b.track_op() { Some(grad.apply_op1_no_bwd(&BiasGrad)?) } else { None };
         Ok((gx, gw, gb))
-    }
-}
-
-/// `[N, C, …]` → `[C]`: the sum over everything but the channel (a conv bias's gradient), one
-/// contiguous pass where candle's strided reduction takes many.
-struct ChannelSum;
-
-impl CustomOp1 for ChannelSum {
-    fn name(&self) -> &'static str {
-        "retort-channel-sum"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = slice(s, l, "gradient")?;
-        let d = l.dims();
-        if d.len() < 2 {
-            candle_core::bail!("channel sum: needs [N, C, …], got {d:?}");
-        }
-        let (c, inner) = (d[1], d[2..].iter().product::<usize>());
-        let mut out = vec![0f32; c];
-        for block in g.chunks_exact(c * inner.max(1)) {
-            for (o, plane) in out.iter_mut().zip(block.chunks_exact(inner.max(1))) {
-                *o += sum8(plane);
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from(c)))
     }
 }
 

@@ -1,20 +1,7 @@
 //! Fused host ops with their own backward (candle custom ops): fewer passes and allocations than
 //! the plain candle composition, same values. Used through the op table (`nn::LINEAR`, `RELU`).
+use super::kernel::{f32_slice, parallelism, BiasGrad};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("fused op: {what} must be contiguous f32"),
-    }
-}
-
-fn parallelism() -> gemm::Parallelism {
-    match candle_core::utils::get_num_threads() {
-        n if n > 1 => gemm::Parallelism::Rayon(n),
-        _ => gemm::Parallelism::None,
-    }
-}
 
 /// `y = x·wᵀ + b` for x `[…, in]`, w `[out, in]`, b `[out]`. Backward writes the weight gradient
 /// in w's own layout (no transposed accumulate) and skips the input gradient when the input is
@@ -91,28 +78,8 @@ impl CustomOp3 for Linear {
         let g = grad.reshape(((), out))?;
         let gx = if x.track_op() { Some(g.matmul(w)?.reshape(x.shape())?) } else { None };
         let gw = if w.track_op() { Some(g.t()?.matmul(&x.reshape(((), inp))?)?) } else { None };
-        let gb = if b.track_op() { Some(g.contiguous()?.apply_op1_no_bwd(&ColumnSum)?) } else { None };
+        let gb = if b.track_op() { Some(g.contiguous()?.apply_op1_no_bwd(&BiasGrad)?) } else { None };
         Ok((gx, gw, gb))
-    }
-}
-
-/// `[rows, C]` → `[C]`, the sum over rows (a bias gradient): rows added into one accumulator
-/// row, which vectorises; candle's reduction over dim 0 walks the matrix with a stride.
-struct ColumnSum;
-
-impl CustomOp1 for ColumnSum {
-    fn name(&self) -> &'static str {
-        "retort-column-sum"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = f32_slice(s, l, "gradient")?;
-        let (_, c) = l.shape().dims2()?;
-        let mut out = vec![0f32; c];
-        for row in g.chunks_exact(c.max(1)) {
-            out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
-        }
-        Ok((CpuStorage::F32(out), Shape::from(c)))
     }
 }
 

@@ -3,6 +3,7 @@ pub mod conv;
 mod ctx;
 pub mod fused;
 mod handle;
+mod kernel;
 mod ops;
 pub mod pool;
 mod scratch;

@@ -3,14 +3,8 @@
 //! and recomputing the argmax in the backward costs a mispredicted branch per window).
 use std::sync::{Arc, Mutex};
 
+use super::kernel::f32_slice as slice;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("fused max pool: {what} must be contiguous f32"),
-    }
-}
 
 /// Max pooling without padding. Each window's first maximum (rows scanned in order) is the output
 /// and receives the gradient; its index within the plane is kept for the backward.

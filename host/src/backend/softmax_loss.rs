@@ -2,14 +2,8 @@
 //! tempered softmaxes and hard-label cross-entropy. The plain composition (log-softmax, exp,
 //! subtract, multiply, mask, sum) makes about ten passes and as many tensors over `[N, C]`; for
 //! a `[B·L, V]` language-model batch those dominate the loss.
+use super::kernel::f32_slice as f32_rows;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
-
-fn f32_rows<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("fused softmax loss: {what} must be contiguous f32"),
-    }
-}
 
 /// `x/τ − logsumexp(x/τ)` into `out` (one row).
 fn log_softmax_row(x: &[f32], inv_tau: f32, out: &mut [f32]) {
