@@ -125,7 +125,7 @@ fn retort_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool, job: Job) ->
             }
         };
         ph[2] += lap(&mut t);
-        let grads = l.backward()?;
+        let grads = retort::backend::backward(&l)?;
         ph[3] += lap(&mut t);
         opt.step(&grads, 1e-3)?;
         drop(grads);

@@ -1,7 +1,8 @@
 //! Fused host ops with their own backward (candle custom ops): fewer passes and allocations than
 //! the plain candle composition, same values. Used through the op table (`nn::LINEAR`, `RELU`).
+use super::grad_sink;
 use super::kernel::{f32_slice, parallelism, BiasGrad};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
 /// `y = x·wᵀ + b` for x `[…, in]`, w `[out, in]`, b `[out]`. Backward writes the weight gradient
 /// in w's own layout (no transposed accumulate) and skips the input gradient when the input is
@@ -75,12 +76,82 @@ impl CustomOp3 for Linear {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (out, inp) = w.dims2()?;
-        let g = grad.reshape(((), out))?;
+        let g = grad.reshape(((), out))?.contiguous()?;
         let gx = if x.track_op() { Some(g.matmul(w)?.reshape(x.shape())?) } else { None };
-        let gw = if w.track_op() { Some(g.t()?.matmul(&x.reshape(((), inp))?)?) } else { None };
-        let gb = if b.track_op() { Some(g.contiguous()?.apply_op1_no_bwd(&BiasGrad)?) } else { None };
+        let gw = if w.track_op() && !sink_weight_grad(w, &g, x, (out, inp))? {
+            Some(g.t()?.matmul(&x.reshape(((), inp))?)?)
+        } else {
+            None
+        };
+        let gb = if b.track_op() && !sink_bias_grad(b, &g, out)? { Some(g.apply_op1_no_bwd(&BiasGrad)?) } else { None };
         Ok((gx, gw, gb))
     }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor.
+fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(f(&v[a..b])),
+        _ => candle_core::bail!("fused linear backward: operand must be contiguous CPU f32"),
+    }
+}
+
+/// `gw (+)= gᵀ·x` by one gemm into the gradient sink, when a sinking backward runs and w is a leaf
+/// parameter; false when the gradient has to go back to candle.
+fn sink_weight_grad(w: &Tensor, g: &Tensor, x: &Tensor, (out, inp): (usize, usize)) -> Result<bool> {
+    if !(w.is_variable() && grad_sink::active()) {
+        return Ok(false);
+    }
+    let x = x.reshape(((), inp))?.contiguous()?;
+    let rows = x.dim(0)?;
+    with_data(g, |gd| {
+        with_data(&x, |xd| {
+            grad_sink::sink(w, |dst, acc| {
+                // SAFETY: dst is out×inp, gd rows×out, xd rows×inp, all contiguous row-major.
+                unsafe {
+                    gemm::gemm(
+                        out,
+                        inp,
+                        rows,
+                        dst.as_mut_ptr(),
+                        1,
+                        inp as isize,
+                        acc,
+                        gd.as_ptr(),
+                        out as isize,
+                        1,
+                        xd.as_ptr(),
+                        1,
+                        inp as isize,
+                        if acc { 1.0 } else { 0.0 },
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism(),
+                    )
+                }
+            })
+        })
+    })?
+}
+
+/// The bias gradient (column sums of g) into the sink, as [`sink_weight_grad`].
+fn sink_bias_grad(b: &Tensor, g: &Tensor, out: usize) -> Result<bool> {
+    if !(b.is_variable() && grad_sink::active()) {
+        return Ok(false);
+    }
+    with_data(g, |gd| {
+        grad_sink::sink(b, |dst, acc| {
+            if !acc {
+                dst.fill(0.0);
+            }
+            for row in gd.chunks_exact(out.max(1)) {
+                dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+            }
+        })
+    })
 }
 
 /// `x·wᵀ + b` (b optional): the fused op on CPU f32, the plain composition elsewhere.

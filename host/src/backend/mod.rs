@@ -2,6 +2,7 @@
 pub mod conv;
 mod ctx;
 pub mod fused;
+mod grad_sink;
 mod handle;
 mod kernel;
 mod ops;
@@ -11,5 +12,6 @@ pub mod softmax_loss;
 mod table;
 
 pub use ctx::{Host, ParamStore, PluginCtx, TapStore};
+pub use grad_sink::backward;
 pub use handle::{into_raw, live_handles, release as handle_release, take_owned, tensor_of};
 pub use table::host_api;

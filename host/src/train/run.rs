@@ -407,7 +407,7 @@ impl Trainer {
                 }
                 let loss = sum.ok_or_else(|| TrainError::Other("stage without losses".into()))?;
                 let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                let mut grads = loss.backward()?;
+                let mut grads = crate::backend::backward(&loss)?;
                 if st.clip_grad_norm > 0.0 {
                     opt.clip_grad_norm(&mut grads, st.clip_grad_norm)?;
                 }
