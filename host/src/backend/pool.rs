@@ -172,6 +172,26 @@ mod tests {
         }
     }
 
+    /// A non-contiguous input (a transposed view): values and gradient as for its contiguous copy.
+    #[test]
+    fn non_contiguous_input() {
+        let d = Device::Cpu;
+        let base = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 6, 8), &d).unwrap()).unwrap();
+        let view = base.as_tensor().transpose(2, 3).unwrap();
+        let copy = Var::from_tensor(&view.contiguous().unwrap()).unwrap();
+        let (a, b) =
+            (max_pool2d(&view, (2, 2), (2, 2)).unwrap(), max_pool2d(copy.as_tensor(), (2, 2), (2, 2)).unwrap());
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let ga = a.sum_all().unwrap().backward().unwrap();
+        let gb = b.sum_all().unwrap().backward().unwrap();
+        let ga = ga.get(base.as_tensor()).unwrap().transpose(2, 3).unwrap().flatten_all().unwrap();
+        let gb = gb.get(copy.as_tensor()).unwrap().flatten_all().unwrap();
+        assert_eq!(ga.to_vec1::<f32>().unwrap(), gb.to_vec1::<f32>().unwrap());
+    }
+
     /// Ties (ReLU zeros): the whole gradient goes to the window's first maximum only.
     #[test]
     fn ties_send_the_gradient_to_the_first_maximum() {
