@@ -1,49 +1,9 @@
 //! Fused 2-D convolution (im2col + gemm, forward and both gradients, bias in the same op) as
 //! candle custom ops on CPU f32. Candle's own conv backward builds the kernel gradient as a
 //! convolution over transposed tensors; this does each gradient as one gemm per chunk of samples.
-use super::kernel::{f32_slice as slice, parallelism, BiasGrad};
+use super::kernel::{f32_slice as slice, gemm_acc, BiasGrad};
 use super::scratch::Scratch;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
-
-/// `dst[m×n] (= dst if acc) + lhs[m×k]·rhs[k×n]` with explicit (row, column) strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm_acc(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    (dst_rs, dst_cs): (usize, usize),
-    acc: bool,
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    // SAFETY: callers pass slices covering the strided m×k, k×n and m×n extents.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_cs as isize,
-            dst_rs as isize,
-            acc,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if acc { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        )
-    }
-}
 
 /// Geometry of one convolution.
 #[derive(Clone, Copy, Debug)]

@@ -1,7 +1,7 @@
 //! Fused host ops with their own backward (candle custom ops): fewer passes and allocations than
 //! the plain candle composition, same values. Used through the op table (`nn::LINEAR`, `RELU`).
 use super::grad_sink;
-use super::kernel::{f32_slice, parallelism, BiasGrad};
+use super::kernel::{f32_slice, gemm_acc, BiasGrad};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
 /// `y = x·wᵀ + b` for x `[…, in]`, w `[out, in]`, b `[out]`. Backward writes the weight gradient
@@ -35,31 +35,8 @@ impl CustomOp3 for Linear {
         }
         let ws = l2.stride();
         let w = &wv[l2.start_offset()..];
-        // SAFETY: the pointers cover m×inp (x), out×inp with w's strides (w) and m×out (dst), and the
-        // shapes were checked by `linear` before dispatch.
-        unsafe {
-            gemm::gemm(
-                m,
-                out,
-                inp,
-                dst.as_mut_ptr(),
-                1,
-                out as isize,
-                true,
-                x.as_ptr(),
-                1,
-                inp as isize,
-                w.as_ptr(),
-                ws[0] as isize,
-                ws[1] as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism(),
-            )
-        }
+        // The bias rows are the gemm's initial value (accumulate); w in its own strides.
+        gemm_acc(m, out, inp, &mut dst, (out, 1), true, x, (inp, 1), w, (ws[1], ws[0]));
         let mut shape = dims.to_vec();
         if let Some(last) = shape.last_mut() {
             *last = out;
@@ -108,30 +85,7 @@ fn sink_weight_grad(w: &Tensor, g: &Tensor, x: &Tensor, (out, inp): (usize, usiz
     with_data(g, |gd| {
         with_data(&x, |xd| {
             grad_sink::sink(w, |dst, acc| {
-                // SAFETY: dst is out×inp, gd rows×out, xd rows×inp, all contiguous row-major.
-                unsafe {
-                    gemm::gemm(
-                        out,
-                        inp,
-                        rows,
-                        dst.as_mut_ptr(),
-                        1,
-                        inp as isize,
-                        acc,
-                        gd.as_ptr(),
-                        out as isize,
-                        1,
-                        xd.as_ptr(),
-                        1,
-                        inp as isize,
-                        if acc { 1.0 } else { 0.0 },
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism(),
-                    )
-                }
+                gemm_acc(out, inp, rows, dst, (inp, 1), acc, gd, (1, out), xd, (inp, 1));
             })
         })
     })?

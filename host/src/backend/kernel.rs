@@ -1,4 +1,4 @@
-//! What the fused CPU kernels share: borrowing a contiguous f32 operand, the gemm thread setting,
+//! What the fused CPU kernels share: borrowing a contiguous f32 operand, a strided gemm call,
 //! and the bias gradient (a sum over everything but the channel).
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 
@@ -11,10 +11,50 @@ pub fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f
 }
 
 /// gemm's parallelism for candle's current thread count.
-pub fn parallelism() -> gemm::Parallelism {
+fn parallelism() -> gemm::Parallelism {
     match candle_core::utils::get_num_threads() {
         n if n > 1 => gemm::Parallelism::Rayon(n),
         _ => gemm::Parallelism::None,
+    }
+}
+
+/// `dst[m×n] (= dst if acc) + lhs[m×k]·rhs[k×n]` with explicit (row, column) strides.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
+    acc: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    // SAFETY: callers pass slices covering the strided m×k, k×n and m×n extents.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            acc,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if acc { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        )
     }
 }
 
