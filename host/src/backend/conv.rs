@@ -418,5 +418,9 @@ mod tests {
         let view = xt.as_tensor().transpose(2, 3).unwrap();
         let (a, b) = (conv2d(&view, &kern, None, 1, 1, 1, 1).unwrap(), view.conv2d(&kern, 1, 1, 1, 1).unwrap());
         assert!(max_diff(&a, &b) < 1e-4);
+        let t = Tensor::randn(0f32, 1.0, a.dims(), &d).unwrap();
+        let ga = (&a * &t).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (&b * &t).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(ga.get(xt.as_tensor()).unwrap(), gb.get(xt.as_tensor()).unwrap()) < 1e-4);
     }
 }
