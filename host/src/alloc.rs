@@ -32,6 +32,7 @@ pub fn tune() {
                 // SAFETY: setting an option is thread-safe in mimalloc and takes plain integers.
                 unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) };
             }
+            tracing::debug!(allocator = name(), purge_delay_ms = PURGE_DELAY_MS, "allocator settings applied");
         });
     }
 }

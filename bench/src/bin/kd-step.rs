@@ -90,7 +90,7 @@ fn retort_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool, job: Job) ->
     } else {
         (lib("retort_model_mlp")?, "mlp", r#"{"hidden": [1200, 1200]}"#, r#"{"hidden": [800, 800]}"#)
     };
-    let teacher =
+    let mut teacher =
         if job == Job::Scratch { None } else { Some(ModelInstance::new(&host, &lib_m, kind, "teacher", big)?) };
     let mut student =
         if job == Job::Teacher { None } else { Some(ModelInstance::new(&host, &lib_m, kind, "student", small)?) };
@@ -102,7 +102,6 @@ fn retort_steps(data: &[(Tensor, Tensor)], steps: usize, cnn: bool, job: Job) ->
     let trained = if job == Job::Teacher { "teacher" } else { "student" };
     let params = host.params.params(Some(trained)).into_iter().map(|p| (p.name, p.var)).collect();
     let mut opt = Optimizer::new(OptimizerSection::default(), params);
-    let mut teacher = teacher;
     let names = ["teacher forward", "student forward", "loss", "backward", "optimizer"];
     timed(steps, &names, |i, ph| {
         let (x, y) = &data[i % data.len()];

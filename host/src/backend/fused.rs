@@ -1,7 +1,7 @@
 //! Fused host ops with their own backward (candle custom ops): fewer passes and allocations than
 //! the plain candle composition, same values. Used through the op table (`nn::LINEAR`, `RELU`).
 use super::grad_sink;
-use super::kernel::{f32_slice, gemm_acc, BiasGrad};
+use super::kernel::{add_rows, f32_slice, gemm_acc, BiasGrad};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
 /// `y = x·wᵀ + b` for x `[…, in]`, w `[out, in]`, b `[out]`. Backward writes the weight gradient
@@ -60,7 +60,7 @@ impl CustomOp3 for Linear {
         } else {
             None
         };
-        let gb = if b.track_op() && !sink_bias_grad(b, &g, out)? { Some(g.apply_op1_no_bwd(&BiasGrad)?) } else { None };
+        let gb = if b.track_op() && !sink_bias_grad(b, &g)? { Some(g.apply_op1_no_bwd(&BiasGrad)?) } else { None };
         Ok((gx, gw, gb))
     }
 }
@@ -92,7 +92,7 @@ fn sink_weight_grad(w: &Tensor, g: &Tensor, x: &Tensor, (out, inp): (usize, usiz
 }
 
 /// The bias gradient (column sums of g) into the sink, as [`sink_weight_grad`].
-fn sink_bias_grad(b: &Tensor, g: &Tensor, out: usize) -> Result<bool> {
+fn sink_bias_grad(b: &Tensor, g: &Tensor) -> Result<bool> {
     if !(b.is_variable() && grad_sink::active()) {
         return Ok(false);
     }
@@ -101,9 +101,7 @@ fn sink_bias_grad(b: &Tensor, g: &Tensor, out: usize) -> Result<bool> {
             if !acc {
                 dst.fill(0.0);
             }
-            for row in gd.chunks_exact(out.max(1)) {
-                dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
-            }
+            add_rows(dst, gd);
         })
     })
 }
@@ -186,10 +184,7 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::*;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-    }
+    use crate::backend::kernel::max_diff;
 
     /// Value and gradients against the plain composition, on several shapes, with a transposed
     /// (non-contiguous) weight and a non-contiguous input.

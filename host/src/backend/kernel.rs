@@ -76,10 +76,10 @@ impl CustomOp1 for BiasGrad {
         }
         let (c, inner) = (d[1], d[2..].iter().product::<usize>().max(1));
         let mut out = vec![0f32; c];
-        for block in g.chunks_exact((c * inner).max(1)) {
-            if inner == 1 {
-                out.iter_mut().zip(block).for_each(|(o, v)| *o += v);
-            } else {
+        if inner == 1 {
+            add_rows(&mut out, g);
+        } else {
+            for block in g.chunks_exact((c * inner).max(1)) {
                 for (o, plane) in out.iter_mut().zip(block.chunks_exact(inner)) {
                     *o += sum8(plane);
                 }
@@ -87,6 +87,19 @@ impl CustomOp1 for BiasGrad {
         }
         Ok((CpuStorage::F32(out), Shape::from(c)))
     }
+}
+
+/// Adds every `dst.len()`-wide row of `g` into `dst` (column sums; vectorises across the row).
+pub fn add_rows(dst: &mut [f32], g: &[f32]) {
+    for row in g.chunks_exact(dst.len().max(1)) {
+        dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+    }
+}
+
+/// The largest absolute elementwise difference of two f32 tensors (the fused-op tests' measure).
+#[cfg(test)]
+pub fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 /// A sum in eight independent lanes (vectorised; a sequential f32 sum is not).

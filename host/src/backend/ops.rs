@@ -226,13 +226,12 @@ pub fn reduce(op: u32, x: &Tensor, ds: &[i64], keepdim: bool) -> OpResult {
 
 pub fn softmax(op: u32, x: &Tensor, d: i64) -> OpResult {
     let d = dim(d, x.rank(), false)?;
-    let shifted = x.broadcast_sub(&x.max_keepdim(d)?.detach())?;
     Ok(match op {
         sm::SOFTMAX => {
-            let e = shifted.exp()?;
+            let e = x.broadcast_sub(&x.max_keepdim(d)?.detach())?.exp()?;
             e.broadcast_div(&e.sum_keepdim(d)?)?
         }
-        sm::LOG_SOFTMAX => shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(d)?.log()?)?,
+        sm::LOG_SOFTMAX => super::softmax_loss::log_softmax(x, d)?,
         other => return unsupported("softmax", other),
     })
 }

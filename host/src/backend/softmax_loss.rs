@@ -5,15 +5,19 @@
 use super::kernel::f32_slice as f32_rows;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
 
-/// `x/τ − logsumexp(x/τ)` into `out` (one row).
-fn log_softmax_row(x: &[f32], inv_tau: f32, out: &mut [f32]) {
+/// `logsumexp(x/τ)` of one row; NaN for a row without a finite entry.
+fn logsumexp_row(x: &[f32], inv_tau: f32) -> f32 {
     let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * inv_tau;
     if m == f32::NEG_INFINITY {
-        out.fill(f32::NAN);
-        return;
+        return f32::NAN;
     }
     let s: f32 = x.iter().map(|&v| (v * inv_tau - m).exp()).sum();
-    let lse = m + s.ln();
+    m + s.ln()
+}
+
+/// `x/τ − logsumexp(x/τ)` into `out` (one row).
+fn log_softmax_row(x: &[f32], inv_tau: f32, out: &mut [f32]) {
+    let lse = logsumexp_row(x, inv_tau);
     out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * inv_tau - lse);
 }
 
@@ -28,14 +32,16 @@ struct KlRows {
     tau: f64,
 }
 
-impl KlRows {
-    /// One row's `log p`, `log q` (in the buffers) and KL.
-    fn row(&self, p: &[f32], q: &[f32], lp: &mut [f32], lq: &mut [f32]) -> f32 {
-        let it = (1.0 / self.tau) as f32;
-        log_softmax_row(p, it, lp);
-        log_softmax_row(q, it, lq);
-        lp.iter().zip(lq.iter()).map(|(&a, &b)| if a == f32::NEG_INFINITY { 0.0 } else { a.exp() * (a - b) }).sum()
-    }
+/// One row's tempered `log p` and `log q`, into the buffers.
+fn log_probs_row(p: &[f32], q: &[f32], tau: f64, lp: &mut [f32], lq: &mut [f32]) {
+    let it = (1.0 / tau) as f32;
+    log_softmax_row(p, it, lp);
+    log_softmax_row(q, it, lq);
+}
+
+/// `Σ p·(log p − log q)` from log-probabilities, with `0·log 0 = 0`.
+fn kl_of(lp: &[f32], lq: &[f32]) -> f32 {
+    lp.iter().zip(lq).map(|(&a, &b)| if a == f32::NEG_INFINITY { 0.0 } else { a.exp() * (a - b) }).sum()
 }
 
 impl CustomOp2 for KlRows {
@@ -47,7 +53,12 @@ impl CustomOp2 for KlRows {
         let (p, q) = (f32_rows(s1, l1, "p logits")?, f32_rows(s2, l2, "q logits")?);
         let (n, c) = rows_of(l1)?;
         let (mut lp, mut lq) = (vec![0f32; c], vec![0f32; c]);
-        let out = (0..n).map(|r| self.row(&p[r * c..][..c], &q[r * c..][..c], &mut lp, &mut lq)).collect();
+        let out = (0..n)
+            .map(|r| {
+                log_probs_row(&p[r * c..][..c], &q[r * c..][..c], self.tau, &mut lp, &mut lq);
+                kl_of(&lp, &lq)
+            })
+            .collect();
         Ok((CpuStorage::F32(out), Shape::from(&l1.dims()[..l1.dims().len() - 1])))
     }
 
@@ -90,14 +101,15 @@ impl CustomOp3 for KlRowsGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (p, q, g) = (f32_rows(s1, l1, "p logits")?, f32_rows(s2, l2, "q logits")?, f32_rows(s3, l3, "gradient")?);
         let (n, c) = rows_of(l1)?;
-        let fwd = KlRows { tau: self.tau };
         let it = (1.0 / self.tau) as f32;
         let (mut lp, mut lq) = (vec![0f32; c], vec![0f32; c]);
         let mut out = vec![0f32; n * c];
         for (r, dst) in out.chunks_exact_mut(c.max(1)).enumerate().take(n) {
-            let kl = fwd.row(&p[r * c..][..c], &q[r * c..][..c], &mut lp, &mut lq);
+            log_probs_row(&p[r * c..][..c], &q[r * c..][..c], self.tau, &mut lp, &mut lq);
             let gr = g[r] * it;
             if self.wrt_p {
+                // Only the teacher-side gradient needs the row's KL.
+                let kl = kl_of(&lp, &lq);
                 for ((d, &a), &b) in dst.iter_mut().zip(&lp).zip(&lq) {
                     *d = if a == f32::NEG_INFINITY { 0.0 } else { gr * a.exp() * (a - b - kl) };
                 }
@@ -123,14 +135,11 @@ impl CustomOp2 for CeRows {
         let z = f32_rows(s1, l1, "logits")?;
         let y = labels(s2, l2)?;
         let (n, c) = rows_of(l1)?;
-        let mut lz = vec![0f32; c];
         let mut out = Vec::with_capacity(n);
         for r in 0..n {
+            let row = &z[r * c..][..c];
             out.push(match class(y[r], c)? {
-                Some(k) => {
-                    log_softmax_row(&z[r * c..][..c], 1.0, &mut lz);
-                    -lz[k]
-                }
+                Some(k) => logsumexp_row(row, 1.0) - row[k],
                 None => 0.0,
             });
         }
@@ -234,11 +243,16 @@ pub fn ce_rows(z: &Tensor, labels: &Tensor) -> Result<Tensor> {
     (valid.to_dtype(z.dtype())? * picked)?.neg()
 }
 
-/// Log-softmax over the last dim as candle tensor ops (the host has no candle-nn dependency).
+/// Log-softmax over `dim` as candle tensor ops, max-shifted (the table's `LOG_SOFTMAX` and the
+/// unfused fallbacks here; the host has no candle-nn dependency).
+pub fn log_softmax(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let s = x.broadcast_sub(&x.max_keepdim(dim)?.detach())?;
+    s.broadcast_sub(&s.exp()?.sum_keepdim(dim)?.log()?)
+}
+
+/// [`log_softmax`] over the last dim.
 fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
-    let m = x.max_keepdim(D::Minus1)?.detach();
-    let s = x.broadcast_sub(&m)?;
-    s.broadcast_sub(&s.exp()?.sum_keepdim(D::Minus1)?.log()?)
+    log_softmax(x, x.rank().saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -246,10 +260,7 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::*;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-    }
+    use crate::backend::kernel::max_diff;
 
     /// The unfused reference: log-softmax, exp, subtract, multiply, mask, sum.
     fn kl_plain(p: &Tensor, q: &Tensor, tau: f64) -> Tensor {
