@@ -9,12 +9,24 @@ pub enum HostError {
     Incompatible { path: PathBuf, summary: String },
     #[error("{kind} plugin `{plugin}`: {message}")]
     Plugin { plugin: String, kind: &'static str, code: u32, message: String },
+    #[error("{kind} plugin `{plugin}`: returned a non-finite loss ({value})")]
+    NonFinite { plugin: String, kind: &'static str, value: f64 },
     #[error("no {kind} plugin named `{name}` (known: {known})")]
     NotFound { kind: &'static str, name: String, known: String },
     #[error("{0}")]
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl HostError {
+    /// The plugin a failure came from, when it came from one (its error, panic or NaN).
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            HostError::Plugin { plugin, .. } | HostError::NonFinite { plugin, .. } => Some(plugin),
+            _ => None,
+        }
+    }
 }
 
 /// Result with [`HostError`].

@@ -211,7 +211,11 @@ impl LossInstance {
         }
         let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0];
         if !v.is_finite() {
-            return Err(self.fail(ApiError::new(code::INVALID, format!("returned a non-finite loss ({v})"))));
+            return Err(HostError::NonFinite {
+                plugin: self.meta.name.clone(),
+                kind: kind::name(kind::LOSS),
+                value: v,
+            });
         }
         Ok((t.reshape(())?, v))
     }

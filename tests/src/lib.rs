@@ -1,5 +1,7 @@
 //! Helpers for the end-to-end tests: build the workspace's plugins and the test fixtures with
 //! cargo (once per test process) and hand out their library paths.
+pub mod run;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

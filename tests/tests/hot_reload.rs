@@ -3,93 +3,24 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
 };
 
-use retort_e2e::{fixture, fixture_build_as, install, retort_bin, workspace};
+use retort_e2e::{
+    fixture, fixture_build_as, install, retort_bin,
+    run::{events, fresh_dir, last_step, spawn, stateful_config, train_records, wait_for},
+};
 use serde_json::Value;
 
 fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("retort-hot-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("plugins")).unwrap();
-    d
+    fresh_dir(&format!("hot-{tag}"))
 }
 
 fn config(d: &Path, weight: &str, sleep_ms: u64, epochs: usize) -> String {
-    format!(
-        r#"
-[run]
-name = "hot"
-seed = 3
-output_dir = "{out}"
-plugin_dirs = ["{plugins}"]
-
-[data]
-dataset = "mnist"
-dir = "{data}"
-batch_size = 16
-eval_batch_size = 5000
-subset = 1600
-
-[models.student]
-plugin = "mlp"
-params = {{ hidden = [16] }}
-
-[[stages]]
-name = "main"
-train = "student"
-epochs = {epochs}
-losses = [{{ plugin = "fixture-stateful", weight = {weight}, params = {{ sleep_ms = {sleep_ms} }} }}]
-
-[eval]
-every_epochs = 100
-
-[logging]
-every_steps = 1
-progress = false
-"#,
-        out = d.display(),
-        plugins = d.join("plugins").display(),
-        data = workspace().join("data/mnist").display()
-    )
+    stateful_config(d, weight, sleep_ms, epochs, "")
 }
 
 fn start(cfg: &Path) -> Child {
-    Command::new(retort_bin())
-        .args(["train", cfg.to_str().unwrap(), "--watch"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(3));
-    }
-}
-
-fn last_step(run: &Path) -> u64 {
-    records(&run.join("metrics.jsonl")).iter().filter_map(|r| r["step"].as_u64()).max().unwrap_or(0)
-}
-
-fn events(run: &Path, kind: &str) -> Vec<Value> {
-    records(&run.join("events.jsonl")).into_iter().filter(|e| e["event"] == kind).collect()
-}
-
-fn train_records(run: &Path) -> Vec<Value> {
-    records(&run.join("metrics.jsonl")).into_iter().filter(|r| r["type"] == "train").collect()
+    spawn(&["train", cfg.to_str().unwrap(), "--watch"])
 }
 
 const SLOT: &str = "loss.main.fixture-stateful";

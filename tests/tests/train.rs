@@ -1,9 +1,12 @@
 //! `retort train` end to end on real MNIST (a small subset): run directory contents, resume,
 //! frozen teacher, config errors.
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use candle_core::Device;
-use retort_e2e::{retort_bin, workspace};
+use retort_e2e::{
+    run::{fresh_dir, report, retort, without_timing},
+    workspace,
+};
 use serde_json::Value;
 
 fn config(out: &Path, name: &str) -> String {
@@ -75,28 +78,6 @@ every_steps = 3
     )
 }
 
-fn retort(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(retort_bin());
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-fn report(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
-}
-
-fn without_timing(mut r: Value) -> Value {
-    r.as_object_mut().unwrap().remove("wall_seconds");
-    for m in r["models"].as_object_mut().unwrap().values_mut() {
-        m.as_object_mut().unwrap().remove("train_seconds");
-    }
-    r
-}
-
 #[test]
 fn short_run_writes_metrics_report_and_models() {
     let tmp = tempfile_dir("short");
@@ -144,7 +125,9 @@ fn short_run_writes_metrics_report_and_models() {
     // The teacher stayed frozen while the student was distilled: its final weights are bit-identical
     // to those saved at the end of its own stage.
     let saved = candle_core::safetensors::load(dir.join("models/teacher.safetensors"), &Device::Cpu).unwrap();
-    let fin = candle_core::safetensors::load(dir.join("checkpoint/weights.safetensors"), &Device::Cpu).unwrap();
+    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("checkpoint/state.json")).unwrap()).unwrap();
+    let weights = dir.join("checkpoint").join(state["weights_file"].as_str().unwrap());
+    let fin = candle_core::safetensors::load(weights, &Device::Cpu).unwrap();
     assert!(!saved.is_empty());
     for (name, t) in &saved {
         let f = &fin[&format!("teacher.{name}")];
@@ -216,10 +199,7 @@ fn config_errors_from_the_command_line() {
 }
 
 fn tempfile_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("retort-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    fresh_dir(&format!("train-{tag}"))
 }
 
 #[test]

@@ -114,6 +114,16 @@ impl ParamStore {
         lock(&self.params).iter().filter(|p| group.is_none_or(|g| p.group == g)).cloned().collect()
     }
 
+    /// Number of parameters and buffers created so far (grows when a plugin makes one).
+    pub fn len(&self) -> usize {
+        lock(&self.params).len()
+    }
+
+    /// Whether no parameter exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Number of scalar parameters (trainable or not) of a group.
     pub fn count(&self, group: &str) -> usize {
         lock(&self.params).iter().filter(|p| p.group == group).map(|p| p.var.as_tensor().elem_count()).sum()

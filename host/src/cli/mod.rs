@@ -33,9 +33,14 @@ enum Command {
     Train {
         /// The config file (TOML, YAML or JSON); the built-in default when omitted.
         file: Option<PathBuf>,
-        /// Continue an interrupted run from its directory.
+        /// Continue an interrupted (or stopped) run from its directory, from any working directory;
+        /// a run directory copied elsewhere works too.
         #[arg(long, conflicts_with = "file")]
         resume: Option<PathBuf>,
+        /// Start over when the run directory already exists (its models, checkpoint and logs are
+        /// deleted); without it such a run is refused.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
         /// Stop after this many optimizer steps, leaving a resumable checkpoint.
         #[arg(long)]
         stop_after: Option<u64>,
@@ -77,7 +82,9 @@ enum Command {
 /// Sets up `tracing` on stderr; `RUST_LOG` filters (default `warn`).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal: redirected logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -88,8 +95,8 @@ pub fn init_logging(format: LogFormat) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins { command, plugin_dirs } => plugins::run(command, &plugin_dirs),
-        Command::Train { file, resume, stop_after, watch, dev } => {
-            train::train(train::TrainArgs { file, resume, stop_after, watch, dev })
+        Command::Train { file, resume, overwrite, stop_after, watch, dev } => {
+            train::train(train::TrainArgs { file, resume, overwrite, stop_after, watch, dev })
         }
         Command::Eval { run_dir } => train::eval(run_dir),
         Command::Runs { command } => runs::run(command),

@@ -5,7 +5,11 @@ use anyhow::Context;
 use clap::Subcommand;
 use retort::{
     config::{load_file, load_str, ConfigSource, RunConfig, DEFAULT_CONFIG},
-    train::{report::Report, Outcome, TrainOptions, Trainer},
+    loader::{search_dirs, Registry},
+    train::{
+        checkpoint::LoopState, console::ProgressMode, preflight::preflight, report::Report, Outcome, TrainOptions,
+        Trainer,
+    },
 };
 
 /// `retort config …`
@@ -47,18 +51,41 @@ pub fn config(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { file } => {
             let cfg = load(file.as_ref())?;
-            let name = file.map(|f| f.display().to_string()).unwrap_or_else(|| "built-in default".into());
-            println!("ok: {name} ({} stages, {} models)", cfg.stages.len(), cfg.models.len());
+            let name = source_name(file.as_ref());
+            // Every plugin named is found, its parameters checked and an instance built.
+            let registry = Registry::discover(&search_dirs(&cfg.run.plugin_dirs));
+            preflight(&cfg, &registry, &name)?;
+            let uses = retort::train::preflight::plugin_uses(&cfg).len();
+            println!("ok: {name} ({} stages, {} models, {uses} plugins checked)", cfg.stages.len(), cfg.models.len());
         }
         ConfigCommand::Show { file } => print!("{}", load(file.as_ref())?.to_toml()),
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// How a config is named in messages.
+fn source_name(file: Option<&PathBuf>) -> String {
+    file.map(|f| f.display().to_string()).unwrap_or_else(|| ConfigSource::Builtin.to_string())
+}
+
+/// The config a run directory continues with: the one in its last checkpoint (with live changes),
+/// else the one it started with.
+fn resume_config(dir: &std::path::Path) -> anyhow::Result<RunConfig> {
+    let state = dir.join("checkpoint").join("state.json");
+    let saved: Option<String> =
+        std::fs::read(&state).ok().and_then(|b| serde_json::from_slice::<LoopState>(&b).ok()).and_then(|s| s.config);
+    let cfg = match saved {
+        Some(text) => load_str(&text, config::FileFormat::Toml, ConfigSource::File(state)),
+        None => load_file(&dir.join("config.toml")),
+    };
+    cfg.with_context(|| format!("cannot resume {}", dir.display()))
+}
+
 /// What `retort train` was asked to do.
 pub struct TrainArgs {
     pub file: Option<PathBuf>,
     pub resume: Option<PathBuf>,
+    pub overwrite: bool,
     pub stop_after: Option<u64>,
     pub watch: bool,
     pub dev: Vec<PathBuf>,
@@ -66,17 +93,16 @@ pub struct TrainArgs {
 
 /// `retort train [FILE] [--resume RUN_DIR] [--stop-after N] [--watch] [--dev CRATE]…`.
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let TrainArgs { file, resume, stop_after, watch, dev } = args;
+    let TrainArgs { file, resume, overwrite, stop_after, watch, dev } = args;
     let watch = watch || !dev.is_empty();
-    let (cfg, resume, followed) = match resume {
+    let (cfg, followed) = match &resume {
         Some(dir) => {
-            // The config as live changes left it at the checkpoint, else as the run started.
-            let live = dir.join("checkpoint").join("config.toml");
-            let f = if live.exists() { live } else { dir.join("config.toml") };
-            let cfg = load_file(&f).with_context(|| format!("cannot resume {}", dir.display()))?;
-            (cfg, true, Some(dir.join("config.toml")))
+            if !dir.join("config.toml").exists() {
+                anyhow::bail!("{}: not a run directory (no config.toml)", dir.display());
+            }
+            (resume_config(dir)?, Some(dir.join("config.toml")))
         }
-        None => (load(file.as_ref())?, false, file.clone()),
+        None => (load(file.as_ref())?, file.clone()),
     };
     let watch = match (watch, followed) {
         (true, Some(f)) => Some(f),
@@ -84,8 +110,14 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         (false, _) => None,
     };
     set_threads(&cfg);
-    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut trainer = Trainer::new(cfg, TrainOptions { watch, dev, resume, stop_after, progress })?;
+    let progress = match (cfg.logging.progress, std::io::IsTerminal::is_terminal(&std::io::stderr())) {
+        (false, _) => ProgressMode::Off,
+        (true, true) => ProgressMode::Bar,
+        (true, false) => ProgressMode::Plain,
+    };
+    let source = source_name(file.as_ref());
+    let opts = TrainOptions { watch, dev, resume, overwrite, stop_after, progress, source };
+    let mut trainer = Trainer::new(cfg, opts)?;
     let dir = trainer.run_dir().to_path_buf();
     match trainer.run()? {
         Outcome::Finished(report) => {

@@ -131,7 +131,14 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
         if st.losses.is_empty() {
             return fail(&key("losses"), "at least one loss is needed".into());
         }
+        let mut terms = std::collections::BTreeSet::new();
         for (j, l) in st.losses.iter().enumerate() {
+            if !terms.insert(l.term_name()) {
+                return fail(
+                    &format!("stages[{i}].losses[{j}].name"),
+                    format!("the stage has two terms named `{}`; give one a distinct `name`", l.term_name()),
+                );
+            }
             if !l.weight.is_finite() {
                 return fail(&format!("stages[{i}].losses[{j}].weight"), format!("{} is not finite", l.weight));
             }
@@ -145,6 +152,9 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
         if !m.params.is_object() {
             return fail(&format!("models.{slot}.params"), "must be a table of parameters".into());
         }
+    }
+    if !(cfg.checkpoint.every_minutes >= 0.0 && cfg.checkpoint.every_minutes.is_finite()) {
+        return fail("checkpoint.every_minutes", format!("{} must be a number ≥ 0", cfg.checkpoint.every_minutes));
     }
     if cfg.eval.ece_bins == 0 {
         return fail("eval.ece_bins", "must be > 0".into());

@@ -26,6 +26,8 @@ pub struct RunConfig {
     pub checkpoint: CheckpointSection,
     #[serde(default)]
     pub logging: LoggingSection,
+    #[serde(default)]
+    pub faults: FaultsSection,
 }
 
 /// `[run]`
@@ -91,7 +93,7 @@ pub struct ModelSection {
 }
 
 /// One loss term of a stage.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LossSection {
     /// A loss plugin name.
@@ -242,12 +244,60 @@ impl Default for EvalSection {
 }
 
 /// `[checkpoint]`
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSection {
-    /// Write a resumable checkpoint every this many steps (0 = only at stage ends).
+    /// Write a resumable checkpoint every this many steps (0 = by steps never; stage starts and
+    /// ends always write one).
     #[serde(default)]
     pub every_steps: usize,
+    /// Also write one when this many minutes have passed since the last (0 = never by time).
+    #[serde(default = "ten_f")]
+    pub every_minutes: f64,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection { every_steps: 0, every_minutes: 10.0 }
+    }
+}
+
+/// What to do when a step goes wrong: a loss returns NaN/∞ (`on_nonfinite`), or a plugin returns an
+/// error or panics (`on_plugin_error`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsSection {
+    #[serde(default)]
+    pub on_nonfinite: FaultPolicy,
+    #[serde(default)]
+    pub on_plugin_error: FaultPolicy,
+    /// `skip_step`: stop once this many steps of a stage were skipped (0 = no limit).
+    #[serde(default = "hundred")]
+    pub max_skipped_steps: u64,
+}
+
+impl Default for FaultsSection {
+    fn default() -> Self {
+        FaultsSection {
+            on_nonfinite: FaultPolicy::default(),
+            on_plugin_error: FaultPolicy::default(),
+            max_skipped_steps: 100,
+        }
+    }
+}
+
+/// A response to a failed step. Every response is recorded in `events.jsonl`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultPolicy {
+    /// Write a checkpoint (the state before the failed step) and stop; `--resume` continues.
+    Stop,
+    /// Drop the batch (no update) and go on.
+    SkipStep,
+    /// When the failing plugin was swapped in during the run: go back to the previous library with
+    /// the state it had at the swap, and redo the step. Otherwise as `stop`.
+    #[default]
+    Rollback,
 }
 
 /// `[logging]`
@@ -257,7 +307,7 @@ pub struct LoggingSection {
     /// Write a `metrics.jsonl` record every this many steps.
     #[serde(default = "fifty")]
     pub every_steps: usize,
-    /// Show progress bars (only on a terminal).
+    /// Show progress: a bar on a terminal, a plain line every 10 s when stderr is a file or pipe.
     #[serde(default = "yes")]
     pub progress: bool,
 }
@@ -282,6 +332,12 @@ fn default_eval_batch() -> usize {
 }
 fn one() -> usize {
     1
+}
+fn hundred() -> u64 {
+    100
+}
+fn ten_f() -> f64 {
+    10.0
 }
 fn fifteen() -> usize {
     15

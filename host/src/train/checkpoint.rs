@@ -34,6 +34,34 @@ pub struct LoopState {
     /// The library build behind every plugin slot.
     #[serde(default)]
     pub libraries: BTreeMap<String, LibRef>,
+    /// Parameter groups in the weights file (group names may contain dots: `loss.<stage>.<term>`).
+    #[serde(default)]
+    pub param_groups: Vec<String>,
+    /// Counts checkpoints written; names the weights file of this one.
+    #[serde(default)]
+    pub generation: u64,
+    /// The weights file this state belongs to (state.json is written last, so it is the commit).
+    #[serde(default = "legacy_weights")]
+    pub weights_file: String,
+    /// The run's config (with live changes) as TOML, at this checkpoint.
+    #[serde(default)]
+    pub config: Option<String>,
+}
+
+fn legacy_weights() -> String {
+    "weights.safetensors".into()
+}
+
+/// Splits a weights key `group.name` at the longest known group (groups contain dots); keys of
+/// unknown groups split at the first dot (checkpoints written before groups were recorded).
+pub fn split_key<'a>(key: &'a str, groups: &[String]) -> (&'a str, &'a str) {
+    groups
+        .iter()
+        .filter(|g| key.len() > g.len() && key.starts_with(g.as_str()) && key.as_bytes()[g.len()] == b'.')
+        .max_by_key(|g| g.len())
+        .map(|g| (&key[..g.len()], &key[g.len() + 1..]))
+        .or_else(|| key.split_once('.'))
+        .unwrap_or(("", key))
 }
 
 /// Which build of which plugin fills a slot.
@@ -46,14 +74,17 @@ pub struct LibRef {
     pub hash: String,
 }
 
-/// Writes `state` and `weights` (+ optimizer moments) into `dir`.
+/// Writes `weights` (+ optimizer moments) into a new file of `dir`, then `state` naming it
+/// (atomically: until that rename the previous checkpoint stands whole), then removes older weights.
 pub fn save(
     dir: &Path,
-    state: &LoopState,
+    state: &mut LoopState,
     weights: &HashMap<String, Tensor>,
     optimizer: &[(String, ParamState)],
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    state.generation += 1;
+    let file = format!("weights-{:06}.safetensors", state.generation);
     let mut all: HashMap<String, Tensor> = weights.clone();
     for (name, st) in optimizer {
         for (tag, v) in [("m", &st.m), ("v", &st.v)] {
@@ -63,11 +94,31 @@ pub fn save(
             }
         }
     }
-    let tmp = dir.join("weights.safetensors.tmp");
-    candle_core::safetensors::save(&all, &tmp).map_err(std::io::Error::other)?;
-    std::fs::rename(&tmp, dir.join("weights.safetensors"))?;
+    let tmp = dir.join(format!("{file}.tmp"));
+    let written = candle_core::safetensors::save(&all, &tmp)
+        .map_err(std::io::Error::other)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, dir.join(&file)));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        state.generation -= 1;
+        return Err(e);
+    }
+    let previous = std::mem::replace(&mut state.weights_file, file.clone());
     let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    write_atomic(&dir.join("state.json"), &json)
+    if let Err(e) = write_atomic(&dir.join("state.json"), &json) {
+        let _ = std::fs::remove_file(dir.join(&file));
+        state.weights_file = previous;
+        state.generation -= 1;
+        return Err(e);
+    }
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name != file && name.starts_with("weights") && name.ends_with(".safetensors") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
 }
 
 /// What [`save`] wrote: loop state, weights by `group.name`, optimizer moments by parameter name.
@@ -82,14 +133,14 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded, String> {
     let sp = dir.join("state.json");
     let text = std::fs::read_to_string(&sp).map_err(|e| format!("{}: {e}", sp.display()))?;
     let state: LoopState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sp.display()))?;
-    let wp = dir.join("weights.safetensors");
+    let wp = dir.join(&state.weights_file);
     let all = candle_core::safetensors::load(&wp, device).map_err(|e| format!("{}: {e}", wp.display()))?;
     let mut weights = HashMap::new();
     let mut moments: BTreeMap<String, ParamState> = BTreeMap::new();
     for (k, t) in all {
         if let Some(rest) = k.strip_prefix("__optimizer.") {
             let (tag, name) = rest.split_once('.').unwrap_or(("", rest));
-            let v = t.to_vec1::<f32>().map_err(|e| e.to_string())?;
+            let v = t.to_vec1::<f32>().map_err(|e| format!("{}: `{k}`: {e}", wp.display()))?;
             let e = moments.entry(name.to_string()).or_default();
             if tag == "m" {
                 e.m = v;

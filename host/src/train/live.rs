@@ -8,7 +8,7 @@ use std::{
 use retort_plugin_api::codes::kind;
 use serde_json::json;
 
-use super::{checkpoint::LibRef, run::Trainer, TrainError};
+use super::{checkpoint::LibRef, preflight::preflight, run::absolutize, run::Trainer, TrainError};
 use crate::{
     config::{load_file, LossSection, RunConfig},
     hot::{Change, DevBuilder, Event, Watcher},
@@ -38,6 +38,22 @@ impl Live {
 
 /// The loss terms of the running stage: their config sections and instances.
 pub type Losses = Vec<(LossSection, LossInstance)>;
+
+/// What a slot ran before its last live change, kept so that a failing new version can be rolled
+/// back (with the state it had at the change).
+pub enum Previous {
+    Model {
+        inst: ModelInstance,
+        lib: LibRef,
+    },
+    Loss {
+        sec: LossSection,
+        inst: LossInstance,
+        lib: Option<LibRef>,
+    },
+    /// The loss term did not exist before a live config edit added it.
+    Added,
+}
 
 /// The archived copy of a library build inside the run directory.
 pub fn archive_path(run_dir: &Path, r: &LibRef) -> PathBuf {
@@ -110,12 +126,16 @@ impl Trainer {
             }
         }
         let short = format!("{} {}{}", e.event, e.slot, e.to.as_ref().map(|t| format!(" → {t}")).unwrap_or_default());
+        let first = e.reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("");
+        let line =
+            format!("[step {}] {short}{}", e.step, if first.is_empty() { String::new() } else { format!(": {first}") });
         match &e.reason {
-            Some(r) if e.event.ends_with("rejected") || e.event == "build_failed" => {
+            Some(r) if e.event.ends_with("rejected") || e.event == "build_failed" || e.event == "stopped" => {
                 tracing::warn!(step = e.step, slot = %e.slot, "{}: {r}", e.event)
             }
             _ => tracing::info!(step = e.step, slot = %e.slot, "{}", e.event),
         }
+        self.console.line(&line);
         self.status = short;
     }
 
@@ -165,6 +185,10 @@ impl Trainer {
             if old.hash == lib.hash() {
                 continue;
             }
+            if self.rolled_back.iter().any(|h| h == lib.hash()) {
+                tracing::info!(slot = %slot, "build {} was rolled back earlier; not swapping it in again", lib.hash());
+                continue;
+            }
             let r = if let Some(m) = self.models.get(&slot) {
                 let params = self.cfg.models.get(&slot).map(|m| m.params.to_string()).unwrap_or_default();
                 let plugin = old.plugin.clone();
@@ -176,7 +200,9 @@ impl Trainer {
                         Ok(new)
                     })
                     .map(|new| {
-                        self.models.insert(slot.clone(), new);
+                        if let Some(inst) = self.models.insert(slot.clone(), new) {
+                            self.previous.insert(slot.clone(), Previous::Model { inst, lib: old.clone() });
+                        }
                     })
             } else if let Some((sec, inst)) = losses.iter_mut().find(|(_, i)| i.ctx().role == slot) {
                 LossInstance::new(&self.host, &lib, &sec.plugin, &slot, &sec.params.to_string())
@@ -186,7 +212,11 @@ impl Trainer {
                         new.load_state(&inst.state()?)?;
                         Ok(new)
                     })
-                    .map(|new| *inst = new)
+                    .map(|new| {
+                        let inst = std::mem::replace(inst, new);
+                        let prev = Previous::Loss { sec: sec.clone(), inst, lib: Some(old.clone()) };
+                        self.previous.insert(slot.clone(), prev);
+                    })
             } else {
                 continue;
             };
@@ -209,12 +239,17 @@ impl Trainer {
     }
 
     /// Re-reads the config and applies what can change live: the loss terms of every stage
-    /// (weights, schedules, parameters, terms added or removed, plugins switched).
+    /// (weights, schedules, parameters, terms added or removed, plugins switched). The new config
+    /// passes the same checks as at the start of a run first.
     fn apply_config(&mut self, path: &Path, stage: usize, losses: &mut Losses) {
-        let new = match load_file(path) {
+        let mut new = match load_file(path) {
             Ok(c) => c,
             Err(e) => return self.event("config_rejected", "config", None, None, Some(e.to_string())),
         };
+        absolutize(&mut new);
+        if let Err(e) = preflight(&new, &self.registry, &path.display().to_string()) {
+            return self.event("config_rejected", "config", None, None, Some(e.to_string()));
+        }
         let ignored = ignored_changes(&self.cfg, &new);
         if new.stages.len() != self.cfg.stages.len()
             || new.stages.iter().zip(&self.cfg.stages).any(|(a, b)| a.name != b.name || a.train != b.train)
@@ -224,19 +259,19 @@ impl Trainer {
             return self.event("config_rejected", "config", None, None, Some(reason));
         }
         let stage_name = self.cfg.stages[stage].name.clone();
-        // Build every new or changed term first, so that a failure leaves the old set untouched.
-        let mut next: Losses = Vec::new();
+        // Build every new or changed term first; nothing running changes unless all are built.
+        let libs_before = self.state.libraries.clone();
+        let mut plans: Vec<(LossSection, Plan)> = Vec::new();
         let mut changes = Vec::new();
         for sec in &new.stages[stage].losses {
             let role = format!("loss.{stage_name}.{}", sec.term_name());
             let old = losses.iter().position(|(s, _)| s.term_name() == sec.term_name());
-            let reuse = old.filter(|&i| losses[i].0.plugin == sec.plugin && losses[i].0.params == sec.params);
-            if let Some(i) = reuse {
-                let (old_sec, inst) = losses.remove(i);
+            if let Some(i) = old.filter(|&i| losses[i].0.plugin == sec.plugin && losses[i].0.params == sec.params) {
+                let old_sec = &losses[i].0;
                 if old_sec.weight != sec.weight || old_sec.weight_schedule != sec.weight_schedule {
                     changes.push(format!("{}: weight {} → {}", sec.term_name(), old_sec.weight, sec.weight));
                 }
-                next.push((sec.clone(), inst));
+                plans.push((sec.clone(), Plan::Keep(i)));
                 continue;
             }
             let built = self.load_plugin(&role, &sec.plugin, kind::LOSS).and_then(|lib| {
@@ -255,23 +290,39 @@ impl Trainer {
                         Some(_) => format!("{}: params {}", sec.term_name(), sec.params),
                         None => format!("{}: added", sec.term_name()),
                     });
-                    if let Some(i) = old {
-                        losses.remove(i);
-                    }
-                    next.push((sec.clone(), inst));
+                    plans.push((sec.clone(), Plan::Build(inst, old)));
                 }
                 Err(e) => {
-                    // Put back what was taken and keep the running set.
-                    losses.append(&mut next);
+                    self.state.libraries = libs_before;
                     return self.event("config_rejected", "config", None, None, Some(e.to_string()));
                 }
             }
         }
-        for (sec, _) in losses.iter() {
-            changes.push(format!("{}: removed", sec.term_name()));
-            self.state.libraries.remove(&format!("loss.{stage_name}.{}", sec.term_name()));
+        let mut old: Vec<Option<(LossSection, LossInstance)>> = std::mem::take(losses).into_iter().map(Some).collect();
+        for (sec, plan) in plans {
+            match plan {
+                Plan::Keep(i) => {
+                    if let Some((_, inst)) = old[i].take() {
+                        losses.push((sec, inst));
+                    }
+                }
+                Plan::Build(inst, was) => {
+                    let role = inst.ctx().role.clone();
+                    let prev = match was.and_then(|i| old[i].take()) {
+                        Some((sec, inst)) => Previous::Loss { sec, inst, lib: libs_before.get(&role).cloned() },
+                        None => Previous::Added,
+                    };
+                    self.previous.insert(role, prev);
+                    losses.push((sec, inst));
+                }
+            }
         }
-        *losses = next;
+        for (sec, _) in old.into_iter().flatten() {
+            changes.push(format!("{}: removed", sec.term_name()));
+            let role = format!("loss.{stage_name}.{}", sec.term_name());
+            self.state.libraries.remove(&role);
+            self.previous.remove(&role);
+        }
         for (i, st) in self.cfg.stages.iter_mut().enumerate() {
             st.losses = new.stages[i].losses.clone();
         }
@@ -290,12 +341,72 @@ impl Trainer {
         );
     }
 
+    /// Puts back what `slot` ran before its last live change (library and state as they were then;
+    /// for a term added live, removes it). False when there is nothing to go back to.
+    pub(super) fn roll_back(&mut self, slot: &str, stage: usize, losses: &mut Losses, reason: &str) -> bool {
+        let Some(prev) = self.previous.remove(slot) else { return false };
+        let failed = self.state.libraries.get(slot).cloned();
+        let restored = match prev {
+            Previous::Model { inst, lib } => {
+                self.models.insert(slot.to_string(), inst);
+                Some(lib)
+            }
+            Previous::Loss { sec, inst, lib } => {
+                let Some(pos) = losses.iter().position(|(_, i)| i.ctx().role == slot) else { return false };
+                if losses[pos].0 != sec {
+                    self.set_stage_term(stage, losses[pos].0.term_name().to_string(), Some(sec.clone()));
+                }
+                losses[pos] = (sec, inst);
+                lib
+            }
+            Previous::Added => {
+                let Some(pos) = losses.iter().position(|(_, i)| i.ctx().role == slot) else { return false };
+                let (sec, _) = losses.remove(pos);
+                self.set_stage_term(stage, sec.term_name().to_string(), None);
+                None
+            }
+        };
+        match &restored {
+            Some(lib) => self.state.libraries.insert(slot.to_string(), lib.clone()),
+            None => self.state.libraries.remove(slot),
+        };
+        let (from, to) = (failed.as_ref().map(|r| r.hash.clone()), restored.as_ref().map(|r| r.hash.clone()));
+        if let Some(f) = from.as_ref().filter(|f| Some(*f) != to.as_ref()) {
+            self.rolled_back.push(f.clone());
+        }
+        self.event("swap_rolled_back", slot, from, to.or(Some("removed".into())), Some(reason.to_string()));
+        true
+    }
+
+    /// Replaces (or with `None` removes) loss term `term` of stage `stage` in the running config.
+    fn set_stage_term(&mut self, stage: usize, term: String, sec: Option<LossSection>) {
+        let Some(st) = self.cfg.stages.get_mut(stage) else { return };
+        let pos = st.losses.iter().position(|l| l.term_name() == term);
+        match (pos, sec) {
+            (Some(i), Some(s)) => st.losses[i] = s,
+            (Some(i), None) => {
+                st.losses.remove(i);
+            }
+            (None, Some(s)) => st.losses.push(s),
+            (None, None) => return,
+        }
+        self.state.config_rev += 1;
+    }
+
     /// Provenance for each metrics record: config revision and every active library build.
     pub(super) fn provenance(&self) -> serde_json::Value {
         let libs: serde_json::Map<String, serde_json::Value> =
             self.state.libraries.iter().map(|(k, r)| (k.clone(), json!(r.hash))).collect();
         json!({ "config_rev": self.state.config_rev, "plugins": libs })
     }
+}
+
+/// What a live config edit does with one term of the running stage.
+enum Plan {
+    /// The running instance goes on (index into the running terms).
+    Keep(usize),
+    /// A newly built instance replaces the running one at this index, or is added.
+    Build(LossInstance, Option<usize>),
 }
 
 /// The top-level sections that differ between two configs, other than the stages' losses.

@@ -1,9 +1,12 @@
 //! The trainer: stages of training with plugin models and losses, evaluation, checkpoints.
 pub mod checkpoint;
+pub mod console;
+mod faults;
 mod live;
 pub mod log;
 pub mod metrics;
 pub mod optim;
+pub mod preflight;
 pub mod report;
 mod run;
 pub mod schedule;
@@ -25,4 +28,7 @@ pub enum TrainError {
     Io { context: String, source: std::io::Error },
     #[error("{0}")]
     Other(String),
+    /// The fault policy stopped the run; a checkpoint of the state before the failed step exists.
+    #[error("stopped at step {step}: {reason}\nA checkpoint was written; fix the cause, then continue with: retort train --resume {}", run_dir.display())]
+    Stopped { step: u64, reason: String, run_dir: std::path::PathBuf },
 }

@@ -19,6 +19,8 @@ pub struct Optimizer {
     kind: OptimizerSection,
     params: Vec<(String, Var)>,
     state: Vec<ParamState>,
+    /// Moments from a checkpoint for parameters not created yet (a plugin makes them later).
+    pending: Vec<(String, ParamState)>,
     /// Steps taken (Adam's bias correction uses it).
     pub steps: u64,
 }
@@ -103,7 +105,28 @@ impl Optimizer {
     /// An optimizer for `params` (name, variable).
     pub fn new(kind: OptimizerSection, params: Vec<(String, Var)>) -> Self {
         let state = vec![ParamState::default(); params.len()];
-        Optimizer { kind, params, state, steps: 0 }
+        Optimizer { kind, params, state, pending: Vec::new(), steps: 0 }
+    }
+
+    /// Whether parameter `name` is updated by this optimizer.
+    pub fn has(&self, name: &str) -> bool {
+        self.params.iter().any(|(n, _)| n == name)
+    }
+
+    /// Adds parameters created after the optimizer (a plugin's lazily made module, a loss term
+    /// added by a live config edit); moments saved for them by a checkpoint are restored.
+    pub fn add_params(&mut self, params: Vec<(String, Var)>) {
+        for (name, var) in params {
+            if self.has(&name) {
+                continue;
+            }
+            let st = match self.pending.iter().position(|(n, _)| *n == name) {
+                Some(i) => self.pending.swap_remove(i).1,
+                None => ParamState::default(),
+            };
+            self.params.push((name, var));
+            self.state.push(st);
+        }
     }
 
     /// The configured base learning rate.
@@ -150,16 +173,19 @@ impl Optimizer {
         Ok(norm)
     }
 
-    /// Moments by parameter name, for checkpoints.
+    /// Moments by parameter name, for checkpoints (with those still waiting for their parameter).
     pub fn state(&self) -> Vec<(String, ParamState)> {
-        self.params.iter().map(|(n, _)| n.clone()).zip(self.state.iter().cloned()).collect()
+        let own = self.params.iter().map(|(n, _)| n.clone()).zip(self.state.iter().cloned());
+        own.chain(self.pending.iter().cloned()).collect()
     }
 
     /// Restores moments saved by [`Optimizer::state`].
     pub fn load_state(&mut self, saved: &[(String, ParamState)], steps: u64) {
-        for ((name, _), st) in self.params.iter().zip(self.state.iter_mut()) {
-            if let Some((_, s)) = saved.iter().find(|(n, _)| n == name) {
-                *st = s.clone();
+        self.pending.clear();
+        for (name, s) in saved {
+            match self.params.iter().position(|(n, _)| n == name) {
+                Some(i) => self.state[i] = s.clone(),
+                None => self.pending.push((name.clone(), s.clone())),
             }
         }
         self.steps = steps;

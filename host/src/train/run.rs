@@ -8,23 +8,25 @@ use std::{
 };
 
 use candle_core::{DType, Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use retort_plugin_api::codes::kind;
 use serde_json::json;
 
 use super::{
     checkpoint::{self, LibRef, LoopState},
-    live::Live,
+    console::{Console, ProgressMode},
+    faults::{Handled, StepError, StepOut},
+    live::{Live, Losses, Previous},
     log::JsonLines,
     metrics::{EvalMetrics, MetricsAccumulator},
     optim::Optimizer,
+    preflight::preflight,
     report::{ModelReport, Report},
     schedule::{lr_at, weight_factor},
     TrainError,
 };
 use crate::{
-    config::{LossSection, RunConfig},
-    data::{BatchPlan, Batches, Dataset, DatasetSpec, Split},
+    config::{LossSection, RunConfig, StageSection},
+    data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, Split},
     loader::{search_dirs, Registry},
     Host, Inputs, LossInstance, ModelInstance,
 };
@@ -36,12 +38,16 @@ pub struct TrainOptions {
     pub watch: Option<PathBuf>,
     /// Plugin crates to rebuild and swap in when their sources change (implies watching).
     pub dev: Vec<PathBuf>,
-    /// Continue from the run directory's checkpoint.
-    pub resume: bool,
+    /// Continue the run in this directory: from its checkpoint, or from the start when it has none.
+    pub resume: Option<PathBuf>,
+    /// Start over in an existing run directory of the same name (its models, checkpoint and logs go).
+    pub overwrite: bool,
     /// Stop (leaving a resumable checkpoint) after this many optimizer steps of the run.
     pub stop_after: Option<u64>,
-    /// Draw progress bars (on a terminal).
-    pub progress: bool,
+    /// How progress is shown on stderr.
+    pub progress: ProgressMode,
+    /// Names the config in error messages (its path, or "built-in default config").
+    pub source: String,
 }
 
 /// How a run ended.
@@ -84,6 +90,16 @@ pub struct Trainer {
     pub(super) status: String,
     /// Library builds a resumed checkpoint ran with, by slot.
     pub(super) pinned: BTreeMap<String, LibRef>,
+    /// The version each slot ran before its last live swap (for `rollback`).
+    pub(super) previous: BTreeMap<String, Previous>,
+    /// Builds rolled back during the run, not swapped in again.
+    pub(super) rolled_back: Vec<String>,
+    pub(super) console: Console,
+    /// Parameters in the host when the optimizer last took new ones.
+    param_count: usize,
+    /// Steps skipped in the running stage (`skip_step`).
+    pub(super) skipped: u64,
+    last_checkpoint: Instant,
 }
 
 /// `data/<name>` found from `dir`, the working directory or the executable's ancestors.
@@ -118,28 +134,91 @@ fn device_of(name: &str) -> Result<Device> {
     }
 }
 
+/// Makes the paths a run reads absolute, so its saved config works from any directory.
+pub(super) fn absolutize(cfg: &mut RunConfig) {
+    let abs = |p: &mut PathBuf| {
+        if let Ok(a) = std::path::absolute(&*p) {
+            *p = a;
+        }
+    };
+    abs(&mut cfg.run.output_dir);
+    cfg.run.plugin_dirs.iter_mut().for_each(abs);
+    if let Some(d) = cfg.data.dir.as_mut() {
+        abs(d);
+    }
+    for m in cfg.models.values_mut() {
+        if let Some(c) = m.checkpoint.as_mut() {
+            abs(c);
+        }
+    }
+}
+
+/// A fresh run may not silently reuse a directory an earlier run left: refuse, or with
+/// `overwrite` clear it (only when it is a run directory).
+fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
+    let occupied = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if !occupied {
+        return Ok(());
+    }
+    let d = dir.display();
+    if !overwrite {
+        return Err(TrainError::Other(format!(
+            "run directory {d} already exists: continue it with `retort train --resume {d}`, start over with \
+             `retort train … --overwrite`, or change run.name"
+        )));
+    }
+    if !dir.join("config.toml").exists() {
+        return Err(TrainError::Other(format!("{d} is not a Retort run directory (no config.toml); not deleting it")));
+    }
+    std::fs::remove_dir_all(dir).map_err(io(format!("cannot clear {d}")))
+}
+
 fn stage_seed(seed: u64, name: &str) -> u64 {
     name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 impl Trainer {
-    /// Prepares a run: run directory, data, plugins and models (or the state of an interrupted
-    /// run when `opts.resume`).
-    pub fn new(cfg: RunConfig, opts: TrainOptions) -> Result<Trainer> {
-        let run_dir = cfg.run.output_dir.join(&cfg.run.name);
+    /// Prepares a run: every plugin checked, run directory, data, plugins and models (or the
+    /// state of an interrupted run when `opts.resume`).
+    pub fn new(mut cfg: RunConfig, opts: TrainOptions) -> Result<Trainer> {
+        let device = device_of(&cfg.run.device)?;
+        let registry = Registry::discover(&search_dirs(&cfg.run.plugin_dirs));
+        for p in &registry.problems {
+            tracing::warn!("{p}");
+        }
+        let run_dir = match &opts.resume {
+            Some(dir) => dir.clone(),
+            None => {
+                let source = if opts.source.is_empty() { "config" } else { opts.source.as_str() };
+                preflight(&cfg, &registry, source)?;
+                absolutize(&mut cfg);
+                let dir = cfg.run.output_dir.join(&cfg.run.name);
+                prepare_run_dir(&dir, opts.overwrite)?;
+                dir
+            }
+        };
         std::fs::create_dir_all(run_dir.join("models")).map_err(io(run_dir.display().to_string()))?;
         let ckpt_dir = run_dir.join("checkpoint");
-        let device = device_of(&cfg.run.device)?;
-        let resumed = if opts.resume {
-            Some(checkpoint::load(&ckpt_dir, &device).map_err(|e| TrainError::Other(format!("cannot resume: {e}")))?)
-        } else {
+        let resumed = match &opts.resume {
+            Some(_) if ckpt_dir.join("state.json").exists() => Some(
+                checkpoint::load(&ckpt_dir, &device).map_err(|e| TrainError::Other(format!("cannot resume: {e}")))?,
+            ),
+            Some(dir) => {
+                tracing::warn!("{} has no checkpoint yet: starting the run from its beginning", dir.display());
+                None
+            }
+            None => None,
+        };
+        if resumed.is_none() {
             for f in ["metrics.jsonl", "report.json"] {
                 let _ = std::fs::remove_file(run_dir.join(f));
             }
             let _ = std::fs::remove_dir_all(&ckpt_dir);
-            None
-        };
-        super::log::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes()).map_err(io("config.toml"))?;
+        }
+        if opts.resume.is_none() {
+            let path = run_dir.join("config.toml");
+            super::log::write_atomic(&path, cfg.to_toml().as_bytes()).map_err(io(path.display().to_string()))?;
+        }
 
         let spec = DatasetSpec {
             name: cfg.data.dataset.clone(),
@@ -155,10 +234,6 @@ impl Trainer {
             (Split::Test, test.clone())
         };
 
-        let registry = Registry::discover(&search_dirs(&cfg.run.plugin_dirs));
-        for p in &registry.problems {
-            tracing::warn!("{p}");
-        }
         let host = Host::new(device, cfg.run.seed);
         let mut ready = Vec::new();
         for (slot, m) in &cfg.models {
@@ -174,22 +249,21 @@ impl Trainer {
         let metrics_path = run_dir.join("metrics.jsonl");
         let events_path = run_dir.join("events.jsonl");
         if let Some(r) = &resumed {
-            // Drop what was written after the checkpoint: train records after its step, evaluations
-            // at its step unless it closed a stage (then they came first), events from its step on.
+            // Drop the metrics written after the checkpoint (they will be written again): train
+            // records after its step, evaluations at its step unless it closed a stage (then they
+            // came first). Events are history and stay.
             let (step, done) = (r.state.global_step, r.state.stage_done);
             JsonLines::retain(&metrics_path, |v| {
                 let s = v.get("step").and_then(serde_json::Value::as_u64).unwrap_or(0);
                 let eval = v.get("type").and_then(serde_json::Value::as_str) == Some("eval");
                 s < step || (s == step && (!eval || done))
             })
-            .map_err(io("metrics.jsonl"))?;
-            JsonLines::retain(&events_path, |v| v.get("step").and_then(serde_json::Value::as_u64).unwrap_or(0) < step)
-                .map_err(io("events.jsonl"))?;
-        } else {
+            .map_err(io(metrics_path.display().to_string()))?;
+        } else if opts.resume.is_none() {
             let _ = std::fs::remove_file(&events_path);
         }
-        let metrics = JsonLines::open(&metrics_path).map_err(io("metrics.jsonl"))?;
-        let events = JsonLines::open(&events_path).map_err(io("events.jsonl"))?;
+        let metrics = JsonLines::open(&metrics_path).map_err(io(metrics_path.display().to_string()))?;
+        let events = JsonLines::open(&events_path).map_err(io(events_path.display().to_string()))?;
         let live = match &opts.watch {
             Some(path) => Some(Live::start(path, &opts.dev)?),
             None if !opts.dev.is_empty() => {
@@ -209,6 +283,7 @@ impl Trainer {
             test,
             metrics,
             state: LoopState::default(),
+            console: Console::new(opts.progress),
             opts,
             reference_cache: HashMap::new(),
             ready,
@@ -217,6 +292,11 @@ impl Trainer {
             events,
             status: String::new(),
             pinned: resumed.as_ref().map(|r| r.state.libraries.clone()).unwrap_or_default(),
+            previous: BTreeMap::new(),
+            rolled_back: Vec::new(),
+            param_count: 0,
+            skipped: 0,
+            last_checkpoint: Instant::now(),
         };
         for (slot, m) in t.cfg.models.clone() {
             let lib = t.load_plugin(&slot, &m.plugin, kind::MODEL)?;
@@ -225,6 +305,10 @@ impl Trainer {
         }
         if let Some(r) = resumed {
             t.restore(r)?;
+            let why = format!("from the checkpoint at step {} (stage {})", t.state.global_step, t.state.stage);
+            t.event("resumed", "run", None, None, Some(why));
+        } else if t.opts.resume.is_some() {
+            t.event("resumed", "run", None, None, Some("no checkpoint yet: from the beginning".into()));
         }
         Ok(t)
     }
@@ -233,7 +317,7 @@ impl Trainer {
     fn restore(&mut self, r: checkpoint::Loaded) -> Result<()> {
         let mut groups: HashMap<String, HashMap<String, Tensor>> = HashMap::new();
         for (k, t) in &r.weights {
-            let (g, n) = k.split_once('.').unwrap_or(("", k));
+            let (g, n) = checkpoint::split_key(k, &r.state.param_groups);
             groups.entry(g.to_string()).or_default().insert(n.to_string(), t.clone());
         }
         for (g, w) in groups {
@@ -301,6 +385,7 @@ impl Trainer {
             self.state.batch = 0;
             self.state.stage_step = 0;
         }
+        self.skipped = 0;
         if self.cfg.reference_slot() == Some(st.train.as_str()) {
             self.reference_cache.clear();
         }
@@ -338,28 +423,23 @@ impl Trainer {
             }
             losses.push((l.clone(), inst));
         }
-        // The trained model's parameters, and those of the stage's losses (α networks, projections).
-        let groups: Vec<String> =
-            std::iter::once(st.train.clone()).chain(losses.iter().map(|(_, l)| l.ctx().role.clone())).collect();
-        let params: Vec<(String, candle_core::Var)> = self
-            .host
-            .params
-            .params(None)
-            .into_iter()
-            .filter(|p| p.trainable && groups.contains(&p.group))
-            .map(|p| (format!("{}.{}", p.group, p.name), p.var))
-            .collect();
-        let mut opt = Optimizer::new(self.cfg.stage_optimizer(i).clone(), params);
+        let mut opt = Optimizer::new(self.cfg.stage_optimizer(i).clone(), Vec::new());
+        self.param_count = usize::MAX;
+        self.sync_optimizer(&st.train, &losses, &mut opt);
         if resuming {
             if let Some(r) = &self.resumed {
                 opt.load_state(&r.optimizer, r.state.stage_step);
             }
+        } else {
+            // A checkpoint at every stage start: a run killed early can always resume.
+            self.checkpoint(&losses, &opt)?;
         }
         let sched = self.cfg.stage_schedule(i).clone();
         let base_lr = opt.base_lr();
-        let bar = self.progress_bar(&st.name, total as u64, self.state.stage_step);
+        self.console.stage(&st.name, total as u64, self.state.stage_step);
         let log_every = self.cfg.logging.every_steps.max(1) as u64;
         let ckpt_every = self.cfg.checkpoint.every_steps as u64;
+        let ckpt_minutes = self.cfg.checkpoint.every_minutes;
         let mut window = (Instant::now(), 0u64);
 
         let start_epoch = self.state.epoch;
@@ -372,45 +452,20 @@ impl Trainer {
                 let batch = batch?;
                 self.poll_live(i, &mut losses)?;
                 let step = self.state.stage_step as usize;
-                self.host.taps.clear();
-                let x = &batch.images;
-                let teacher = match &st.teacher {
-                    Some(t) => {
-                        let m = self.models.get_mut(t).ok_or_else(|| TrainError::Other(format!("no model `{t}`")))?;
-                        Some(m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0))?.detach())
+                let out = loop {
+                    match self.compute_step(&st, &batch, &mut losses, &mut opt, (step, epoch, total)) {
+                        Ok(o) => break Some(o),
+                        Err(StepError::Host(e)) => return Err(e),
+                        Err(StepError::Fault(f)) => match self.on_fault(f, i, &mut losses, &opt)? {
+                            Handled::Retry => continue,
+                            Handled::Skip => break None,
+                        },
                     }
-                    None => None,
                 };
-                let student = self.models.get_mut(&st.train).ok_or_else(|| TrainError::Other("no student".into()))?;
-                let logits = student.forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))?;
-                let mut inputs = Inputs::new()
-                    .tensor("student", &logits)
-                    .tensor("labels", &batch.labels)
-                    .scalar("step", step as f64)
-                    .scalar("epoch", (epoch + 1) as f64)
-                    .scalar("total_steps", total as f64)
-                    .scalar("train", 1.0);
-                if let Some(t) = &teacher {
-                    inputs = inputs.tensor("teacher", t);
-                }
-                let mut terms = serde_json::Map::new();
-                let mut sum: Option<Tensor> = None;
-                for (sec, inst) in losses.iter_mut() {
-                    let (v, value) = inst.loss_and_value(&inputs)?;
-                    let w = sec.weight * weight_factor(sec.weight_schedule.as_ref(), step, total, epoch + 1);
-                    terms.insert(sec.term_name().to_string(), json!(value));
-                    let wv = v.affine(w, 0.0)?;
-                    sum = Some(match sum {
-                        Some(s) => (s + wv)?,
-                        None => wv,
-                    });
-                }
-                let loss = sum.ok_or_else(|| TrainError::Other("stage without losses".into()))?;
-                let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                let mut grads = crate::backend::backward(&loss)?;
-                if st.clip_grad_norm > 0.0 {
-                    opt.clip_grad_norm(&mut grads, st.clip_grad_norm)?;
-                }
+                let Some(StepOut { loss_v, terms, grads }) = out else {
+                    self.state.batch = batch.index + 1;
+                    continue;
+                };
                 let lr = lr_at(&sched, base_lr, step, total, spe);
                 opt.step(&grads, lr)?;
                 drop(grads);
@@ -418,11 +473,12 @@ impl Trainer {
                 self.state.global_step += 1;
                 self.state.batch = batch.index + 1;
                 window.1 += 1;
-                bar.inc(1);
+                let status = &self.status;
+                self.console.step(|| format!("loss {loss_v:.4} {status}"));
                 if self.state.stage_step % log_every == 0 || self.state.stage_step as usize == total {
                     let sps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
                     window = (Instant::now(), 0);
-                    bar.set_message(format!("loss {loss_v:.4} {}", self.status));
+                    self.console.message(format!("loss {loss_v:.4} {}", self.status));
                     let mut plugin_metrics = serde_json::Map::new();
                     for (_, inst) in &losses {
                         let m: serde_json::Map<String, serde_json::Value> =
@@ -442,11 +498,13 @@ impl Trainer {
                     self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
                 }
                 let stop = self.opts.stop_after.is_some_and(|s| self.state.global_step >= s);
-                if stop || (ckpt_every > 0 && self.state.global_step % ckpt_every == 0) {
+                let by_steps = ckpt_every > 0 && self.state.global_step % ckpt_every == 0;
+                let by_time = ckpt_minutes > 0.0 && self.last_checkpoint.elapsed().as_secs_f64() >= ckpt_minutes * 60.0;
+                if stop || by_steps || by_time {
                     self.add_seconds(&st.train, t0.elapsed().as_secs_f64());
                     self.checkpoint(&losses, &opt)?;
                     if stop {
-                        bar.abandon();
+                        self.console.abandon();
                         return Ok(Some(self.state.global_step));
                     }
                 }
@@ -473,7 +531,7 @@ impl Trainer {
             self.state.batch = 0;
             self.state.epoch = epoch + 1;
         }
-        bar.finish_and_clear();
+        self.console.finish();
         self.save_model(&st.train)?;
         if !self.ready.contains(&st.train) {
             self.ready.push(st.train.clone());
@@ -484,23 +542,97 @@ impl Trainer {
         Ok(None)
     }
 
+    /// Forwards, losses and gradients of one step; a failure is attributed to the plugin slot it
+    /// came from, so the fault policy can act on it.
+    fn compute_step(
+        &mut self,
+        st: &StageSection,
+        batch: &Batch,
+        losses: &mut Losses,
+        opt: &mut Optimizer,
+        (step, epoch, total): (usize, usize, usize),
+    ) -> std::result::Result<StepOut, StepError> {
+        self.host.taps.clear();
+        let x = &batch.images;
+        let teacher = match &st.teacher {
+            Some(t) => {
+                let m = self.models.get_mut(t).ok_or_else(|| TrainError::Other(format!("no model `{t}`")))?;
+                let out = m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0));
+                Some(out.map_err(|e| StepError::plugin(t, e))?.detach())
+            }
+            None => None,
+        };
+        let student = self.models.get_mut(&st.train).ok_or_else(|| TrainError::Other("no student".into()))?;
+        let logits = student
+            .forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))
+            .map_err(|e| StepError::plugin(&st.train, e))?;
+        let mut inputs = Inputs::new()
+            .tensor("student", &logits)
+            .tensor("labels", &batch.labels)
+            .scalar("step", step as f64)
+            .scalar("epoch", (epoch + 1) as f64)
+            .scalar("total_steps", total as f64)
+            .scalar("train", 1.0);
+        if let Some(t) = &teacher {
+            inputs = inputs.tensor("teacher", t);
+        }
+        let mut terms = serde_json::Map::new();
+        let mut sum: Option<Tensor> = None;
+        for (sec, inst) in losses.iter_mut() {
+            let (v, value) = inst.loss_and_value(&inputs).map_err(|e| StepError::plugin(&inst.ctx().role, e))?;
+            let w = sec.weight * weight_factor(sec.weight_schedule.as_ref(), step, total, epoch + 1);
+            terms.insert(sec.term_name().to_string(), json!(value));
+            let wv = v.affine(w, 0.0)?;
+            sum = Some(match sum {
+                Some(s) => (s + wv)?,
+                None => wv,
+            });
+        }
+        let loss = sum.ok_or_else(|| TrainError::Other("stage without losses".into()))?;
+        let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        // Parameters a plugin made during this step (or a term added live) train from now on.
+        self.sync_optimizer(&st.train, losses, opt);
+        let mut grads = crate::backend::backward(&loss)?;
+        if st.clip_grad_norm > 0.0 {
+            let norm = opt.clip_grad_norm(&mut grads, st.clip_grad_norm)?;
+            if !norm.is_finite() {
+                return Err(StepError::nonfinite_gradients(norm));
+            }
+        }
+        Ok(StepOut { loss_v, terms, grads })
+    }
+
+    /// Gives the optimizer every trainable parameter of the trained slot and of the stage's loss
+    /// terms that it does not have yet (cheap when nothing was created).
+    fn sync_optimizer(&mut self, train: &str, losses: &Losses, opt: &mut Optimizer) {
+        let n = self.host.params.len();
+        if n == self.param_count {
+            return;
+        }
+        self.param_count = n;
+        let groups: Vec<&str> =
+            std::iter::once(train).chain(losses.iter().map(|(_, l)| l.ctx().role.as_str())).collect();
+        let new: Vec<(String, candle_core::Var)> = self
+            .host
+            .params
+            .params(None)
+            .into_iter()
+            .filter(|p| p.trainable && groups.contains(&p.group.as_str()))
+            .map(|p| (format!("{}.{}", p.group, p.name), p.var))
+            .filter(|(name, _)| !opt.has(name))
+            .collect();
+        if !new.is_empty() {
+            opt.add_params(new);
+        }
+    }
+
     fn add_seconds(&mut self, slot: &str, s: f64) {
         *self.state.train_seconds.entry(slot.to_string()).or_default() += s;
     }
 
-    fn progress_bar(&self, name: &str, total: u64, pos: u64) -> ProgressBar {
-        if !self.opts.progress || !self.cfg.logging.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(total).with_prefix(name.to_string()).with_position(pos);
-        if let Ok(style) = ProgressStyle::with_template("{prefix:>8} {bar:30} {pos}/{len} {msg} {per_sec} eta {eta}") {
-            bar.set_style(style);
-        }
-        bar
-    }
-
     /// Writes a resumable checkpoint of the whole run.
-    fn checkpoint(&mut self, losses: &[(LossSection, LossInstance)], opt: &Optimizer) -> Result<()> {
+    pub(super) fn checkpoint(&mut self, losses: &[(LossSection, LossInstance)], opt: &Optimizer) -> Result<()> {
+        self.last_checkpoint = Instant::now();
         for (slot, m) in &self.models {
             self.state.rng.insert(slot.clone(), m.ctx().rng_state());
             self.state.plugin_states.insert(slot.clone(), m.state()?);
@@ -510,13 +642,18 @@ impl Trainer {
             self.state.plugin_states.insert(l.ctx().role.clone(), l.state()?);
         }
         let mut weights = HashMap::new();
+        let mut groups = std::collections::BTreeSet::new();
         for p in self.host.params.params(None) {
             weights.insert(format!("{}.{}", p.group, p.name), p.var.as_tensor().clone());
+            groups.insert(p.group);
         }
+        self.state.param_groups = groups.into_iter().collect();
         let dir = self.run_dir.join("checkpoint");
-        checkpoint::save(&dir, &self.state, &weights, &opt.state()).map_err(io("checkpoint"))?;
-        // The config as it stands (with live changes), so a resumed run continues with it.
-        super::log::write_atomic(&dir.join("config.toml"), self.cfg.to_toml().as_bytes()).map_err(io("checkpoint"))
+        // The config as it stands (with live changes) goes into the state, so a resumed run
+        // continues with it; state.json is the commit point of the whole checkpoint.
+        self.state.config = Some(self.cfg.to_toml());
+        checkpoint::save(&dir, &mut self.state, &weights, &opt.state())
+            .map_err(io(format!("cannot write the checkpoint in {}", dir.display())))
     }
 
     /// Saves a model slot's weights to `models/<slot>.safetensors`.

@@ -1,0 +1,143 @@
+//! Helpers for tests that drive `retort` processes and read their run directories.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{retort_bin, workspace};
+
+/// A small MNIST run in `d` (run `hot`) training an MLP on the `fixture-stateful` loss, found in
+/// `d/plugins`; `extra` is appended (a `[faults]` section, say).
+pub fn stateful_config(d: &Path, weight: &str, sleep_ms: u64, epochs: usize, extra: &str) -> String {
+    format!(
+        r#"
+[run]
+name = "hot"
+seed = 3
+output_dir = "{out}"
+plugin_dirs = ["{plugins}"]
+
+[data]
+dataset = "mnist"
+dir = "{data}"
+batch_size = 16
+eval_batch_size = 5000
+subset = 1600
+
+[models.student]
+plugin = "mlp"
+params = {{ hidden = [16] }}
+
+[[stages]]
+name = "main"
+train = "student"
+epochs = {epochs}
+losses = [{{ plugin = "fixture-stateful", weight = {weight}, params = {{ sleep_ms = {sleep_ms} }} }}]
+
+[eval]
+every_epochs = 100
+
+[logging]
+every_steps = 1
+progress = false
+{extra}
+"#,
+        out = d.display(),
+        plugins = d.join("plugins").display(),
+        data = workspace().join("data/mnist").display()
+    )
+}
+
+/// A fresh directory `retort-<tag>-<pid>` under the temp dir, with a `plugins/` folder.
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("retort-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("plugins")).expect("create test dir");
+    d
+}
+
+/// Runs `retort ARGS` to completion: (success, stdout, stderr).
+pub fn retort(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    retort_in(None, args, env)
+}
+
+/// As [`retort`], in working directory `cwd` when given.
+pub fn retort_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(retort_bin());
+    cmd.args(args);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run retort");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Starts `retort ARGS` in the background (stdout and stderr piped).
+pub fn spawn(args: &[&str]) -> Child {
+    Command::new(retort_bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start retort")
+}
+
+/// The JSON records of a `.jsonl` file (none when it does not exist).
+pub fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Polls `f` until it returns a value (60 s at most).
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+/// The highest step recorded in a run's `metrics.jsonl`.
+pub fn last_step(run: &Path) -> u64 {
+    records(&run.join("metrics.jsonl")).iter().filter_map(|r| r["step"].as_u64()).max().unwrap_or(0)
+}
+
+/// The run's events of one kind.
+pub fn events(run: &Path, kind: &str) -> Vec<Value> {
+    records(&run.join("events.jsonl")).into_iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// The run's `type = "train"` metrics records.
+pub fn train_records(run: &Path) -> Vec<Value> {
+    records(&run.join("metrics.jsonl")).into_iter().filter(|r| r["type"] == "train").collect()
+}
+
+/// `report.json` of a run.
+pub fn report(run: &Path) -> Value {
+    let bytes = std::fs::read(run.join("report.json")).expect("report.json");
+    serde_json::from_slice(&bytes).expect("report.json parses")
+}
+
+/// A report without its timings (which differ between equal runs).
+pub fn without_timing(mut r: Value) -> Value {
+    if let Some(o) = r.as_object_mut() {
+        o.remove("wall_seconds");
+    }
+    if let Some(models) = r["models"].as_object_mut() {
+        for m in models.values_mut() {
+            if let Some(o) = m.as_object_mut() {
+                o.remove("train_seconds");
+            }
+        }
+    }
+    r
+}

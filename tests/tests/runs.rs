@@ -1,0 +1,232 @@
+//! Run directories a researcher can trust: config mistakes caught before training, existing runs
+//! never silently overwritten, resume from anywhere (and from a copy), loss-term parameters that
+//! survive a resume, and loss terms added live that actually train.
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use retort::{Host, Library, LossInstance};
+use retort_e2e::{
+    plugin,
+    run::{events, fresh_dir, last_step, report, retort, retort_in, spawn, wait_for, without_timing},
+    workspace,
+};
+use serde_json::Value;
+
+/// A two-stage run: a small teacher, then a student distilled with `losses` (TOML array items).
+fn config(out: &Path, name: &str, student_epochs: usize, losses: &str) -> String {
+    format!(
+        r#"
+[run]
+name = "{name}"
+seed = 11
+output_dir = "{out}"
+
+[data]
+dataset = "mnist"
+dir = "{data}"
+batch_size = 25
+eval_batch_size = 5000
+
+[models.teacher]
+plugin = "mlp"
+params = {{ hidden = [48] }}
+
+[models.student]
+plugin = "mlp"
+params = {{ hidden = [16] }}
+
+[[stages]]
+name = "teacher"
+train = "teacher"
+epochs = 1
+subset = 500
+losses = [{{ plugin = "cross-entropy" }}]
+
+[[stages]]
+name = "student"
+train = "student"
+teacher = "teacher"
+epochs = {student_epochs}
+subset = 400
+losses = [{losses}]
+
+[eval]
+every_epochs = 100
+
+[checkpoint]
+every_steps = 7
+
+[logging]
+every_steps = 1
+progress = false
+"#,
+        out = out.display(),
+        data = workspace().join("data/mnist").display()
+    )
+}
+
+/// A loss term with parameters of its own (tgeo-kd's α network).
+const TGEO: &str = "{ plugin = \"tgeo-kd\", params = { hidden = 8 } }";
+
+fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
+    let p = dir.join(file);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn weights(run: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    let state: Value = serde_json::from_slice(&std::fs::read(run.join("checkpoint/state.json")).unwrap()).unwrap();
+    let file = run.join("checkpoint").join(state["weights_file"].as_str().unwrap());
+    candle_core::safetensors::load(file, &Device::Cpu).unwrap()
+}
+
+fn bits(t: &candle_core::Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn plugin_mistakes_are_reported_before_training_with_file_key_and_suggestion() {
+    let d = fresh_dir("runs-preflight");
+    let good = config(&d, "p", 1, "{ plugin = \"hinton-kd\", params = { temperature = 4.0 } }");
+    let cases = [
+        (
+            "temperature = 4.0",
+            "temprature = 4.0",
+            "stages[1].losses[0].params.temprature",
+            "did you mean `temperature`",
+        ),
+        ("temperature = 4.0", "temperature = \"four\"", "stages[1].losses[0].params.temperature", "expects a number"),
+        ("plugin = \"hinton-kd\"", "plugin = \"hinton-kdd\"", "stages[1].losses[0].plugin", "did you mean `hinton-kd`"),
+        ("temperature = 4.0", "temperature = -4.0", "stages[1].losses[0].params", "temperature must be > 0"),
+        ("hidden = [48]", "hidden = 48", "models.teacher.params.hidden", "expects a list"),
+        ("plugin = \"cross-entropy\"", "plugin = \"mlp\"", "stages[0].losses[0].plugin", "is a model plugin"),
+    ];
+    for (from, to, key, hint) in cases {
+        let cfg = write(&d, "bad.toml", &good.replacen(from, to, 1));
+        for args in [vec!["config", "check"], vec!["train"]] {
+            let mut args = args.clone();
+            args.push(cfg.to_str().unwrap());
+            let (ok, _, err) = retort(&args, &[]);
+            assert!(!ok, "{to}: {args:?} must fail");
+            assert!(err.contains("bad.toml") && err.contains(key) && err.contains(hint), "{to}: {err}");
+        }
+        assert!(!d.join("p").exists(), "{to}: no run directory is made before the check passes");
+    }
+}
+
+#[test]
+fn an_existing_run_is_refused_unless_overwritten_and_overwriting_clears_stale_models() {
+    let d = fresh_dir("runs-overwrite");
+    let cfg = write(&d, "run.toml", &config(&d, "o", 1, "{ plugin = \"cross-entropy\" }"));
+    let c = cfg.to_str().unwrap();
+    let (ok, _, err) = retort(&["train", c], &[]);
+    assert!(ok, "{err}");
+    let run = d.join("o");
+    let before = std::fs::read(run.join("report.json")).unwrap();
+    let (ok, _, err) = retort(&["train", c], &[]);
+    assert!(!ok && err.contains("already exists") && err.contains("--resume") && err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read(run.join("report.json")).unwrap(), before, "the refused run touched nothing");
+    std::fs::write(run.join("models/stale.safetensors"), b"old").unwrap();
+    let (ok, _, err) = retort(&["train", c, "--overwrite"], &[]);
+    assert!(ok, "{err}");
+    assert!(!run.join("models/stale.safetensors").exists(), "stale models are gone");
+    assert!(run.join("models/student.safetensors").exists());
+    // A directory that is not a run directory is never deleted.
+    std::fs::remove_file(run.join("config.toml")).unwrap();
+    let (ok, _, err) = retort(&["train", c, "--overwrite"], &[]);
+    assert!(!ok && err.contains("not a Retort run directory"), "{err}");
+}
+
+#[test]
+fn resume_works_from_any_directory_on_a_copied_run_and_before_any_checkpoint() {
+    let d = fresh_dir("runs-resume");
+    let whole = write(&d, "whole.toml", &config(&d, "whole", 2, "{ plugin = \"hinton-kd\" }"));
+    assert!(retort(&["train", whole.to_str().unwrap()], &[]).0);
+    let want = without_timing(report(&d.join("whole")));
+
+    let cut = write(&d, "cut.toml", &config(&d, "cut", 2, "{ plugin = \"hinton-kd\" }"));
+    let (ok, _, err) = retort(&["train", cut.to_str().unwrap(), "--stop-after", "30"], &[]);
+    assert!(ok, "{err}");
+    // Copy the run directory somewhere else and resume the copy from yet another directory.
+    let copy = d.join("elsewhere/cut-copy");
+    copy_dir(&d.join("cut"), &copy);
+    let other = fresh_dir("runs-resume-cwd");
+    let (ok, _, err) = retort_in(Some(&other), &["train", "--resume", copy.to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    let mut got = without_timing(report(&copy));
+    got["run"] = want["run"].clone();
+    assert_eq!(got, want, "the resumed copy reports what the uninterrupted run does");
+    assert!(!d.join("cut/report.json").exists(), "the original stays as it was");
+    assert!(!other.join("runs").exists(), "nothing is written relative to the working directory");
+
+    // A run killed before its first checkpoint (only config.toml so far) starts from the beginning.
+    let early = d.join("early");
+    std::fs::create_dir_all(&early).unwrap();
+    std::fs::copy(d.join("whole/config.toml"), early.join("config.toml")).unwrap();
+    let (ok, _, err) = retort(&["train", "--resume", early.to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(without_timing(report(&early)), want);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn parameters_of_loss_terms_survive_a_resume() {
+    // tgeo-kd's α network lives in the group `loss.student.tgeo-kd`, a name with dots.
+    let d = fresh_dir("runs-lossparams");
+    let losses = format!("{TGEO}, {{ plugin = \"cross-entropy\", weight = 0.5 }}");
+    let whole = write(&d, "whole.toml", &config(&d, "whole", 2, &losses));
+    assert!(retort(&["train", whole.to_str().unwrap()], &[]).0);
+    let cut = write(&d, "cut.toml", &config(&d, "cut", 2, &losses));
+    // Stop inside the student stage (20 teacher steps, then 16 per student epoch).
+    let (ok, _, err) = retort(&["train", cut.to_str().unwrap(), "--stop-after", "29"], &[]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = retort(&["train", "--resume", d.join("cut").to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    let (a, b) = (weights(&d.join("whole")), weights(&d.join("cut")));
+    let alpha: Vec<&String> = a.keys().filter(|k| k.starts_with("loss.student.tgeo-kd.")).collect();
+    assert_eq!(alpha.len(), 4, "{:?}", a.keys().collect::<Vec<_>>());
+    for k in alpha {
+        assert_eq!(bits(&a[k]), bits(&b[k]), "{k} differs after resume");
+    }
+    let mut r = without_timing(report(&d.join("cut")));
+    r["run"] = "whole".into();
+    assert_eq!(r, without_timing(report(&d.join("whole"))));
+}
+
+#[test]
+fn a_loss_term_added_by_a_live_config_edit_is_trained() {
+    let d = fresh_dir("runs-liveterm");
+    let ce = "{ plugin = \"cross-entropy\" }";
+    let cfg = write(&d, "run.toml", &config(&d, "live", 60, ce));
+    let child = spawn(&["train", cfg.to_str().unwrap(), "--watch"]);
+    let run = d.join("live");
+    wait_for("the student stage", || (last_step(&run) >= 25).then_some(()));
+    write(&d, "run.toml", &config(&d, "live", 60, &format!("{ce}, {TGEO}")));
+    wait_for("config_applied", || events(&run, "config_applied").into_iter().next());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The α network as tgeo-kd initialises it in this slot (the stream depends on seed and slot).
+    let host = Host::cpu(11);
+    let lib = Library::load(&plugin("retort-loss-methods")).unwrap();
+    let role = "loss.student.tgeo-kd";
+    let _init = LossInstance::new(&host, &lib, "tgeo-kd", role, "{\"hidden\": 8}").unwrap();
+    let init = host.params.group_tensors(role);
+    let trained = weights(&run);
+    assert_eq!(init.len(), 4);
+    for (name, t) in init {
+        let now = &trained[&format!("{role}.{name}")];
+        assert_ne!(bits(now), bits(&t), "{name} was never updated: the optimizer did not get the new term");
+    }
+}
