@@ -5,7 +5,8 @@ use candle_core::Tensor;
 use retort_plugin_api::{
     abi_stable::std_types::{RResult, RSlice, RStr},
     codes::{error as code, kind},
-    ApiError, Batch, LossBox, ModelBox, NamedScalar, NamedTensor, PluginHost, PluginModuleRef, RawTensor,
+    ApiError, AugmenterBox, Batch, LossBox, ModelBox, NamedScalar, NamedTensor, PluginHost, PluginModuleRef, RawTensor,
+    RouterBox, TeacherBox,
 };
 
 use crate::{
@@ -91,6 +92,9 @@ macro_rules! abi_object {
 }
 abi_object!(LossBox, kind::LOSS);
 abi_object!(ModelBox, kind::MODEL);
+abi_object!(TeacherBox, kind::TEACHER);
+abi_object!(RouterBox, kind::ROUTER);
+abi_object!(AugmenterBox, kind::AUGMENTER);
 
 /// A live plugin instance: the object, its host context and the library it came from.
 /// Field order is drop order: the object goes before its context and its library.
@@ -115,6 +119,12 @@ impl<O: AbiObject> std::fmt::Debug for Instance<O> {
 pub type LossInstance = Instance<LossBox>;
 /// A model plugin instance.
 pub type ModelInstance = Instance<ModelBox>;
+/// A teacher plugin instance.
+pub type TeacherInstance = Instance<TeacherBox>;
+/// A router plugin instance.
+pub type RouterInstance = Instance<RouterBox>;
+/// An augmenter plugin instance.
+pub type AugmenterInstance = Instance<AugmenterBox>;
 
 impl<O: AbiObject> Instance<O> {
     /// The plugin's name and description.
@@ -231,5 +241,50 @@ impl ModelInstance {
     pub fn forward(&mut self, inputs: &Inputs) -> Result<Tensor> {
         let r = inputs.with_batch(|b| self.obj.forward(b));
         self.take_tensor(r)
+    }
+}
+
+impl TeacherInstance {
+    /// Builds teacher plugin `name` from `lib` in slot `role` with a JSON config.
+    pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
+        Self::construct(host, lib, name, role, config, |m| m.new_teacher())
+    }
+
+    /// The teacher's logits for these inputs.
+    pub fn logits(&mut self, inputs: &Inputs) -> Result<Tensor> {
+        let r = inputs.with_batch(|b| self.obj.logits(b));
+        self.take_tensor(r)
+    }
+}
+
+impl RouterInstance {
+    /// Builds router plugin `name` from `lib` in slot `role` with a JSON config.
+    pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
+        Self::construct(host, lib, name, role, config, |m| m.new_router())
+    }
+
+    /// Per-sample teacher weights `[B, teachers]` for these inputs.
+    pub fn route(&mut self, inputs: &Inputs) -> Result<Tensor> {
+        let r = inputs.with_batch(|b| self.obj.route(b));
+        self.take_tensor(r)
+    }
+}
+
+impl AugmenterInstance {
+    /// Builds augmenter plugin `name` from `lib` in slot `role` with a JSON config.
+    pub fn new(host: &Host, lib: &Arc<Library>, name: &str, role: &str, config: &str) -> Result<Self> {
+        Self::construct(host, lib, name, role, config, |m| m.new_augmenter())
+    }
+
+    /// The tensors the augmenter replaces, by name.
+    pub fn augment(&mut self, inputs: &Inputs) -> Result<Vec<(String, Tensor)>> {
+        match inputs.with_batch(|b| self.obj.augment(b)) {
+            RResult::ROk(v) => Ok(v
+                .into_iter()
+                // SAFETY: each returned handle is owned by the caller (+1).
+                .map(|o| (o.name.to_string(), unsafe { take_owned(o.tensor) }))
+                .collect()),
+            RResult::RErr(e) => Err(self.fail(e)),
+        }
     }
 }

@@ -16,5 +16,5 @@ pub mod train;
 
 pub use backend::{live_handles, Host, PluginCtx};
 pub use error::{HostError, Result};
-pub use instance::{Inputs, LossInstance, ModelInstance};
+pub use instance::{AugmenterInstance, Inputs, LossInstance, ModelInstance, RouterInstance, TeacherInstance};
 pub use loader::{Library, PluginMeta, Registry};

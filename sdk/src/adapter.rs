@@ -11,7 +11,8 @@ use retort_plugin_api::{
 };
 
 use crate::{
-    guard, AugmenterPlugin, Batch, Ctx, Error, LossPlugin, ModelPlugin, Plugin, Result, RouterPlugin, TeacherPlugin,
+    guard, AugmenterPlugin, Batch, Ctx, Error, LossPlugin, ModelPlugin, Params, Plugin, Result, RouterPlugin,
+    TeacherPlugin,
 };
 
 /// The description of plugin type `P`: its name, kind, version, summary and parameters with the
@@ -38,10 +39,20 @@ pub fn describe<P: Plugin>(kind_code: u32, version: &str) -> PluginDescription {
     }
 }
 
-/// Parses the JSON config of `P`, naming the plugin in the error.
+/// Parses the JSON config of `P` and runs its checks; errors name the plugin and the parameter.
 pub fn parse_config<P: Plugin>(config: &str) -> Result<P::Config> {
     let text = if config.trim().is_empty() { "{}" } else { config };
-    serde_json::from_str(text).map_err(|e| Error::config(format!("plugin `{}`: invalid config: {e}", P::NAME)))
+    let mut de = serde_json::Deserializer::from_str(text);
+    let cfg: P::Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        // serde_json appends a position inside the host's JSON text, which means nothing to a user.
+        let inner = e.into_inner().to_string();
+        let msg = inner.split(" at line ").next().unwrap_or(&inner).to_string();
+        let at = if at == "." { String::new() } else { format!("parameter `{at}`: ") };
+        Error::config(format!("plugin `{}`: {at}{msg}", P::NAME))
+    })?;
+    cfg.check().map_err(|m| Error::config(format!("plugin `{}`: {m}", P::NAME)))?;
+    Ok(cfg)
 }
 
 fn not_found(kind_code: u32, name: &str) -> ApiError {

@@ -26,9 +26,10 @@ pub use ctx::Ctx;
 pub use dims::{Dim, Dims};
 pub use error::{Error, Result};
 pub use guard::guard;
-pub use plugin::{AugmenterPlugin, LossPlugin, ModelPlugin, Plugin, RouterPlugin, TeacherPlugin};
+pub use plugin::{AugmenterPlugin, LossPlugin, ModelPlugin, Params, Plugin, RouterPlugin, TeacherPlugin};
 pub use retort_plugin_api as api;
 pub use retort_plugin_api::codes;
+pub use retort_sdk_derive::params;
 pub use tensor::{DType, Element, Tensor};
 
 /// Items the `export_plugins!` macro expands to; not part of the authoring API.
@@ -36,6 +37,7 @@ pub use tensor::{DType, Element, Tensor};
 pub mod __export {
     pub use crate::adapter::*;
     pub use retort_plugin_api::abi_stable;
+    pub use serde;
 }
 
 #[cfg(test)]

@@ -2,22 +2,34 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Batch, Ctx, Result, Tensor};
 
-/// What every plugin has: a name, a summary, a typed config and optional state.
+/// A plugin's parameters: deserialised from the config file, with documented defaults and checks.
 ///
-/// The config's `Default` is the documented default; its fields are the plugin's parameters and
-/// `param_docs` gives one line of meaning per field. Mark the config `#[serde(deny_unknown_fields)]`
-/// so typos in config files are rejected with the field name.
+/// Write it with [`crate::params`] (one struct, a `///` line per field, `#[param(default = …, gt = …)]`),
+/// which derives all of this. By hand: serde with `#[serde(deny_unknown_fields, default)]` so typos
+/// are rejected by name, `Default` as the documented defaults, and optionally the two methods.
+pub trait Params: Serialize + DeserializeOwned + Default {
+    /// `(field, meaning)` for every field, shown by `retort plugins inspect`.
+    fn docs() -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    /// Range checks, run before the plugin is built: the message names the parameter.
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What every plugin has: a name, a summary, typed parameters and optional state.
 pub trait Plugin: Sized + Send + 'static {
     /// The name config files use (`hinton-kd`).
     const NAME: &'static str;
     /// One or two sentences: what it computes and the paper it comes from.
     const SUMMARY: &'static str;
-    /// The plugin's parameters.
-    type Config: Serialize + DeserializeOwned + Default;
+    /// The plugin's parameters (see [`Params`]).
+    type Config: Params;
 
-    /// `(field, meaning)` for every config field.
+    /// `(field, meaning)` for every parameter; by default the docs of [`Params`].
     fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[]
+        <Self::Config as Params>::docs()
     }
 
     /// Builds an instance; `ctx` is its handle to the host for its whole life.

@@ -60,6 +60,29 @@ fn lib_path(dir: &Path, package: &str) -> PathBuf {
     dir.join(format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION))
 }
 
+/// Builds the library of `package` from the crate at `manifest_dir` (the calling test's crate,
+/// in any workspace) in this test's profile, and returns its path.
+pub fn build_plugin(manifest_dir: &str, package: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--quiet", "--lib", "-p", package]).current_dir(manifest_dir);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("cannot run cargo");
+    assert!(out.status.success(), "building {package} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let meta = Command::new(&cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(manifest_dir)
+        .output()
+        .expect("cannot run cargo metadata");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let v: serde_json::Value = serde_json::from_slice(&meta.stdout).expect("cargo metadata output");
+        PathBuf::from(v["target_directory"].as_str().expect("target_directory"))
+    });
+    lib_path(&target.join(profile_dir()), package)
+}
+
 /// The `retort` executable.
 pub fn retort_bin() -> PathBuf {
     build_dir().join(format!("retort{}", std::env::consts::EXE_SUFFIX))

@@ -4,22 +4,16 @@
 //! Copy this crate, rename the package and `NAME`, and change `loss`. Everything a plugin sees of
 //! the host goes through `retort_sdk`: tensors are handles to host tensors (autograd and device stay
 //! in the host), and parameters, if any, come from `ctx.var`.
-use retort_sdk::{export_plugins, functional as f, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{export_plugins, functional as f, params, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
 
-/// The plugin's parameters. Field defaults are the documented defaults; unknown keys in a config
-/// file are rejected with the key's name.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+/// The plugin's parameters: each field's `///` line is what `retort plugins inspect` shows,
+/// `#[param(...)]` gives its default and bounds (checked before the plugin is built); unknown keys in
+/// a config file are rejected with the closest name.
+#[params]
 pub struct Config {
-    /// Multiplies the loss.
+    /// factor applied to the mean squared error
+    #[param(default = 1.0, ge = 0.0)]
     pub scale: f64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { scale: 1.0 }
-    }
 }
 
 /// One instance per loss slot in a run.
@@ -33,13 +27,9 @@ impl Plugin for LogitMse {
         Ba & Caruana 2014). Inputs: student, teacher, optional mask.";
     type Config = Config;
 
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[("scale", "factor applied to the mean squared error")]
-    }
-
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
         if !cfg.scale.is_finite() {
-            return Err(Error::config("logit-mse: scale must be finite"));
+            return Err(Error::config("scale must be finite"));
         }
         Ok(LogitMse { cfg })
     }

@@ -1,4 +1,5 @@
 //! Command-line definitions and dispatch.
+mod new;
 mod plugins;
 mod runs;
 mod train;
@@ -53,6 +54,22 @@ enum Command {
         #[arg(long = "dev", value_name = "CRATE_DIR")]
         dev: Vec<PathBuf>,
     },
+    /// Scaffold a plugin crate: `plugins/<kind>s/<name>` in this Retort checkout (or --dir), with
+    /// documented parameters and a test that loads the built library into a host.
+    New {
+        /// loss, model, teacher, router or augmenter.
+        #[arg(value_enum)]
+        kind: new::Kind,
+        /// The plugin's name in config files (lowercase, dashes: `my-loss`).
+        name: String,
+        /// Where to create the crate (default: plugins/<kind>s/<name> of the checkout).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The Retort checkout to build against (default: found above the working directory or
+        /// the executable).
+        #[arg(long)]
+        retort_src: Option<PathBuf>,
+    },
     /// Re-evaluate the saved models of a run directory on the test set.
     Eval {
         /// The run directory (`runs/<name>`).
@@ -99,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             train::train(train::TrainArgs { file, resume, overwrite, stop_after, watch, dev })
         }
         Command::Eval { run_dir } => train::eval(run_dir),
+        Command::New { kind, name, dir, retort_src } => new::run(new::NewArgs { kind, name, dir, retort_src }),
         Command::Runs { command } => runs::run(command),
         Command::Config { command } => train::config(command),
     }

@@ -1,7 +1,9 @@
 //! `cross-entropy`: the task loss on hard labels, with optional label smoothing; labels < 0
 //! (−100) and masked positions are ignored, and sequences reduce as a token mean. Soft (teacher or
 //! augmenter) and mixed targets too.
-use retort_sdk::{export_plugins, functional as f, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{
+    export_plugins, functional as f, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor,
+};
 use serde::{Deserialize, Serialize};
 
 /// What the student is matched against.
@@ -18,19 +20,19 @@ pub enum Target {
 }
 
 /// Parameters of `cross-entropy`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// ε in [0, 1): target is (1−ε)·one-hot + ε/C (Szegedy et al. 2016)
     pub label_smoothing: f64,
+    /// "hard" (labels), "soft" (batch targets, else softmax(teacher/τ)) or "mixed"
+    #[param(default = Target::Hard)]
     pub target: Target,
+    /// τ for soft targets from the teacher (student log-probs at the same τ)
+    #[param(default = 1.0)]
     pub temperature: f64,
+    /// weight of the soft part for target = "mixed"
+    #[param(default = 0.5)]
     pub soft_weight: f64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { label_smoothing: 0.0, target: Target::Hard, temperature: 1.0, soft_weight: 0.5 }
-    }
 }
 
 /// The plugin instance.
@@ -43,15 +45,6 @@ impl Plugin for CrossEntropy {
     const SUMMARY: &'static str = "Cross-entropy of the student's logits against hard labels, mean over \
         valid rows (labels ≥ 0 and mask = 1). Inputs: student, labels, optional mask.";
     type Config = Config;
-
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("label_smoothing", "ε in [0, 1): target is (1−ε)·one-hot + ε/C (Szegedy et al. 2016)"),
-            ("target", "\"hard\" (labels), \"soft\" (batch targets, else softmax(teacher/τ)) or \"mixed\""),
-            ("temperature", "τ for soft targets from the teacher (student log-probs at the same τ)"),
-            ("soft_weight", "weight of the soft part for target = \"mixed\""),
-        ]
-    }
 
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
         if !(0.0..=1.0).contains(&cfg.soft_weight) || cfg.temperature <= 0.0 {

@@ -1,36 +1,61 @@
 //! The divergence plugins.
-use retort_sdk::{functional as f, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{functional as f, params, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
 
 use retort_sdk::functional::ValueForm;
 
 use crate::common::{check_tau, check_unit, finish, log_mix, pair};
 
-const TAU_DOC: (&str, &str) = ("temperature", "temperature τ applied to both distributions (1 in the LLM codebases)");
-const TAU2_DOC: (&str, &str) = ("tau_squared", "multiply by τ² (Hinton's scaling; off in DistiLLM, TAID, TRL)");
-
-macro_rules! simple_config {
-    ($name:ident { $($field:ident : $ty:ty = $def:expr),* $(,)? }) => {
-        /// Parameters (see `retort plugins inspect`).
-        #[derive(Serialize, Deserialize, Clone, Debug)]
-        #[serde(deny_unknown_fields, default)]
-        pub struct $name {
-            pub temperature: f64,
-            pub tau_squared: bool,
-            $(pub $field: $ty,)*
-        }
-        impl Default for $name {
-            fn default() -> Self {
-                $name { temperature: 1.0, tau_squared: false, $($field: $def,)* }
-            }
-        }
-    };
+/// Parameters of `reverse-kl`, `jensen-shannon` and `total-variation`.
+#[params]
+pub struct BasicConfig {
+    /// temperature τ applied to both distributions (1 in the LLM codebases)
+    #[param(default = 1.0, gt = 0.0)]
+    pub temperature: f64,
+    /// multiply by τ² (Hinton's scaling; off in DistiLLM, TAID, TRL)
+    pub tau_squared: bool,
 }
 
-simple_config!(BasicConfig {});
-simple_config!(SkewConfig { alpha: f64 = 0.1, value_form: ValueForm = ValueForm::Kl });
-simple_config!(SkewReverseConfig { alpha: f64 = 0.1 });
-simple_config!(GjsdConfig { beta: f64 = 0.5 });
+/// Parameters of `skew-kl`.
+#[params]
+pub struct SkewConfig {
+    /// temperature τ applied to both distributions (1 in the LLM codebases)
+    #[param(default = 1.0, gt = 0.0)]
+    pub temperature: f64,
+    /// multiply by τ² (Hinton's scaling; off in DistiLLM, TAID, TRL)
+    pub tau_squared: bool,
+    /// skew α in [0, 1]: the teacher's share of the mixture (0: forward KL)
+    #[param(default = 0.1, ge = 0.0, le = 1.0)]
+    pub alpha: f64,
+    /// "kl" or "ce" (−Σ pᵗ log mix; same gradient)
+    #[param(default = ValueForm::Kl)]
+    pub value_form: ValueForm,
+}
+
+/// Parameters of `skew-reverse-kl`.
+#[params]
+pub struct SkewReverseConfig {
+    /// temperature τ applied to both distributions (1 in the LLM codebases)
+    #[param(default = 1.0, gt = 0.0)]
+    pub temperature: f64,
+    /// multiply by τ² (Hinton's scaling; off in DistiLLM, TAID, TRL)
+    pub tau_squared: bool,
+    /// skew α in [0, 1]: the student's share of the mixture (0: reverse KL)
+    #[param(default = 0.1, ge = 0.0, le = 1.0)]
+    pub alpha: f64,
+}
+
+/// Parameters of `generalized-jsd`.
+#[params]
+pub struct GjsdConfig {
+    /// temperature τ applied to both distributions (1 in the LLM codebases)
+    #[param(default = 1.0, gt = 0.0)]
+    pub temperature: f64,
+    /// multiply by τ² (Hinton's scaling; off in DistiLLM, TAID, TRL)
+    pub tau_squared: bool,
+    /// β in [0, 1]: weight of the teacher in the mixture M (TRL default 0.5)
+    #[param(default = 0.5, ge = 0.0, le = 1.0)]
+    pub beta: f64,
+}
 
 /// KL(pˢ‖pᵗ): mode-seeking; keeps the student entropy term.
 pub struct ReverseKl {
@@ -42,9 +67,6 @@ impl Plugin for ReverseKl {
     const SUMMARY: &'static str = "Reverse KL(student‖teacher), mode-seeking (as in MiniLLM/DistiLLM/TAID's RKL). \
         Inputs: student, teacher, optional mask.";
     type Config = BasicConfig;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[TAU_DOC, TAU2_DOC]
-    }
     fn new(_ctx: Ctx, cfg: BasicConfig) -> Result<Self> {
         check_tau(Self::NAME, cfg.temperature)?;
         Ok(ReverseKl { cfg })
@@ -68,9 +90,6 @@ impl Plugin for JensenShannon {
     const SUMMARY: &'static str = "Jensen–Shannon divergence ½KL(pᵗ‖M) + ½KL(pˢ‖M), M = ½(pᵗ+pˢ) \
         (= generalized-jsd with β = 0.5). Inputs: student, teacher, optional mask.";
     type Config = BasicConfig;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[TAU_DOC, TAU2_DOC]
-    }
     fn new(_ctx: Ctx, cfg: BasicConfig) -> Result<Self> {
         check_tau(Self::NAME, cfg.temperature)?;
         Ok(JensenShannon { cfg })
@@ -101,9 +120,6 @@ impl Plugin for TotalVariation {
     const SUMMARY: &'static str = "Total variation distance ½Σ|pᵗ−pˢ| (TAID's TVD baseline); subgradient \
         sign(0) = 0 at ties. Inputs: student, teacher, optional mask.";
     type Config = BasicConfig;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[TAU_DOC, TAU2_DOC]
-    }
     fn new(_ctx: Ctx, cfg: BasicConfig) -> Result<Self> {
         check_tau(Self::NAME, cfg.temperature)?;
         Ok(TotalVariation { cfg })
@@ -129,14 +145,6 @@ impl Plugin for SkewKl {
         Ko et al. 2024). The official code reports the CE form (value_form = \"ce\"). Inputs: student, teacher, \
         optional mask.";
     type Config = SkewConfig;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            TAU_DOC,
-            TAU2_DOC,
-            ("alpha", "skew α in [0, 1]: the teacher's share of the mixture (0: forward KL)"),
-            ("value_form", "\"kl\" or \"ce\" (−Σ pᵗ log mix; same gradient)"),
-        ]
-    }
     fn new(_ctx: Ctx, cfg: SkewConfig) -> Result<Self> {
         check_tau(Self::NAME, cfg.temperature)?;
         check_unit(Self::NAME, "alpha", cfg.alpha)?;
@@ -163,9 +171,6 @@ impl Plugin for SkewReverseKl {
     const SUMMARY: &'static str = "Skew reverse KL: KL(pˢ ‖ (1−α)pᵗ + αpˢ), full KL form (DistiLLM, Ko et al. \
         2024). Inputs: student, teacher, optional mask.";
     type Config = SkewReverseConfig;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[TAU_DOC, TAU2_DOC, ("alpha", "skew α in [0, 1]: the student's share of the mixture (0: reverse KL)")]
-    }
     fn new(_ctx: Ctx, cfg: SkewReverseConfig) -> Result<Self> {
         check_tau(Self::NAME, cfg.temperature)?;
         check_unit(Self::NAME, "alpha", cfg.alpha)?;
@@ -192,9 +197,6 @@ impl Plugin for GeneralizedJsd {
         Agarwal et al. 2024). End points follow TRL: β = 0 is forward KL(pᵗ‖pˢ), β = 1 reverse KL(pˢ‖pᵗ), \
         unscaled. DistiLLM js_distance(lam=0.9) and TAID JS(teacher_weight=0.1) equal β = 0.1.";
     type Config = GjsdConfig;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[TAU_DOC, TAU2_DOC, ("beta", "β in [0, 1]: weight of the teacher in the mixture M (TRL default 0.5)")]
-    }
     fn new(_ctx: Ctx, cfg: GjsdConfig) -> Result<Self> {
         check_tau(Self::NAME, cfg.temperature)?;
         check_unit(Self::NAME, "beta", cfg.beta)?;

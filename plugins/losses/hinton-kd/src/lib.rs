@@ -1,24 +1,25 @@
 //! `hinton-kd`: forward KL between temperature-softened teacher and student distributions
 //! (Hinton, Vinyals & Dean 2015), scaled by τ², optionally mixed with hard-label CE.
 use retort_sdk::{
-    export_plugins, functional as f, functional::ValueForm, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor,
+    export_plugins, functional as f, functional::ValueForm, params, Batch, Ctx, Error, LossPlugin, Plugin, Result,
+    Tensor,
 };
-use serde::{Deserialize, Serialize};
 
 /// Parameters of `hinton-kd`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// softening temperature τ > 0 applied to both distributions
+    #[param(default = 4.0)]
     pub temperature: f64,
+    /// weight α of the KD term; (1−α) goes to hard-label CE at τ = 1 (1.0: KD only)
+    #[param(default = 1.0)]
     pub alpha: f64,
+    /// multiply the KD term by τ² (Hinton; LLM codebases use false)
+    #[param(default = true)]
     pub tau_squared: bool,
+    /// reported value: "kl" (KL form) or "ce" (cross-entropy form, same gradient)
+    #[param(default = ValueForm::Kl)]
     pub value_form: ValueForm,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { temperature: 4.0, alpha: 1.0, tau_squared: true, value_form: ValueForm::Kl }
-    }
 }
 
 /// The plugin instance.
@@ -32,15 +33,6 @@ impl Plugin for HintonKd {
         (Hinton, Vinyals & Dean 2015, 'Distilling the Knowledge in a Neural Network'). Inputs: student, \
         teacher, labels (when α < 1), optional mask for [B, L, V] sequences (token mean).";
     type Config = Config;
-
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("temperature", "softening temperature τ > 0 applied to both distributions"),
-            ("alpha", "weight α of the KD term; (1−α) goes to hard-label CE at τ = 1 (1.0: KD only)"),
-            ("tau_squared", "multiply the KD term by τ² (Hinton; LLM codebases use false)"),
-            ("value_form", "reported value: \"kl\" (KL form) or \"ce\" (cross-entropy form, same gradient)"),
-        ]
-    }
 
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
         if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {

@@ -1,6 +1,6 @@
 //! BD-KD (Amara et al.): the student's loss mixes forward and reverse KL per sample, weighted by the
 //! entropy gap between student and teacher. No public code: the weight rule is a knob.
-use retort_sdk::{functional as f, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{functional as f, params, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// How the per-sample weights are chosen.
@@ -15,19 +15,20 @@ pub enum WeightRule {
 }
 
 /// Parameters of `bd-kd`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// τ [U]
+    #[param(default = 1.0)]
     pub temperature: f64,
+    /// "entropy_gap" [U] placeholder σ(κ·(H(pˢ)−H(pᵗ))) or "given" (batch w_forward, w_reverse)
+    #[param(default = WeightRule::EntropyGap)]
     pub weight_rule: WeightRule,
+    /// slope κ of the entropy-gap rule [U]
+    #[param(default = 1.0)]
     pub kappa: f64,
+    /// add the hard-label CEᵢ inside the loss (as in the paper's student objective)
+    #[param(default = true)]
     pub include_ce: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { temperature: 1.0, weight_rule: WeightRule::EntropyGap, kappa: 1.0, include_ce: true }
-    }
 }
 
 /// The plugin instance.
@@ -43,17 +44,6 @@ impl Plugin for BdKd {
         (default σ(κ·ΔH) is a placeholder), τ; the teacher's own RKL loss of online KD is not part of this plugin. \
         Inputs: student, teacher, labels.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("temperature", "τ [U]"),
-            (
-                "weight_rule",
-                "\"entropy_gap\" [U] placeholder σ(κ·(H(pˢ)−H(pᵗ))) or \"given\" (batch w_forward, w_reverse)",
-            ),
-            ("kappa", "slope κ of the entropy-gap rule [U]"),
-            ("include_ce", "add the hard-label CEᵢ inside the loss (as in the paper's student objective)"),
-        ]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if cfg.temperature <= 0.0 {
             return Err(Error::config("bd-kd: temperature must be > 0"));

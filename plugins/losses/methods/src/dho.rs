@@ -1,21 +1,19 @@
 //! DHO (dual-head optimisation, 2025): CE on one student head, KD on another head over labelled and
 //! unlabelled inputs; the model side is the `mlp` plugin's `dual_head` option.
-use retort_sdk::{functional as f, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{functional as f, params, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
 
 /// Parameters of `dho`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// weight λ of the CE head (0.5)
+    #[param(default = 0.5)]
     pub lambda: f64,
+    /// τ of the KD terms (2)
+    #[param(default = 2.0)]
     pub temperature: f64,
+    /// student tap holding the KD head's logits when the batch has no student_kd
+    #[param(default = "logits_kd")]
     pub kd_tap: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { lambda: 0.5, temperature: 2.0, kd_tap: "logits_kd".into() }
-    }
 }
 
 /// The plugin instance.
@@ -32,13 +30,6 @@ impl Plugin for Dho {
         unlabelled pair student_kd_unlabeled / teacher_unlabeled is optional. Inference mixes the heads \
         (mlp dho_alpha, dho_beta), to be tuned on validation data, never on test data.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("lambda", "weight λ of the CE head (0.5)"),
-            ("temperature", "τ of the KD terms (2)"),
-            ("kd_tap", "student tap holding the KD head's logits when the batch has no student_kd"),
-        ]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if !(0.0..=1.0).contains(&cfg.lambda) || cfg.temperature <= 0.0 {
             return Err(Error::config("dho: need λ in [0, 1] and τ > 0"));

@@ -1,23 +1,25 @@
 //! DKD (Zhao et al., CVPR 2022): KD decoupled into target-class (TCKD) and non-target-class (NCKD)
 //! terms, with the non-target classes masked exactly.
-use retort_sdk::{functional as f, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{functional as f, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
 
 /// Parameters of `dkd`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// weight of the target-class term TCKD (1.0)
+    #[param(default = 1.0)]
     pub alpha: f64,
+    /// weight of the non-target term NCKD (8.0 CIFAR; 0.5–2.0 ImageNet)
+    #[param(default = 8.0)]
     pub beta: f64,
+    /// τ (4 CIFAR, 1 ImageNet)
+    #[param(default = 4.0)]
     pub temperature: f64,
+    /// weight of hard-label CE inside this loss (0 to use a separate cross-entropy term)
+    #[param(default = 1.0)]
     pub ce_weight: f64,
+    /// linear warm-up of the DKD term over epochs (20 CIFAR, 1 ImageNet; 0 = none)
+    #[param(default = 20.0)]
     pub warmup_epochs: f64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { alpha: 1.0, beta: 8.0, temperature: 4.0, ce_weight: 1.0, warmup_epochs: 20.0 }
-    }
 }
 
 /// The plugin instance.
@@ -32,15 +34,6 @@ impl Plugin for Dkd {
         (α·TCKD + β·NCKD); non-target classes masked exactly (no −1000 trick). Inputs: student, teacher, labels; \
         number epoch (from 1).";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("alpha", "weight of the target-class term TCKD (1.0)"),
-            ("beta", "weight of the non-target term NCKD (8.0 CIFAR; 0.5–2.0 ImageNet)"),
-            ("temperature", "τ (4 CIFAR, 1 ImageNet)"),
-            ("ce_weight", "weight of hard-label CE inside this loss (0 to use a separate cross-entropy term)"),
-            ("warmup_epochs", "linear warm-up of the DKD term over epochs (20 CIFAR, 1 ImageNet; 0 = none)"),
-        ]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if cfg.temperature <= 0.0 {
             return Err(Error::config("dkd: temperature must be > 0"));

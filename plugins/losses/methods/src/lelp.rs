@@ -2,36 +2,34 @@
 //! teacher's final embedding its classifier ignores. Confirmed: per class, project the teacher's
 //! embeddings onto the null space of its classifier W, find informative directions (PCA), split each
 //! class into pseudo-subclasses the student learns. Everything else is a knob, marked [U].
-use retort_sdk::{functional as f, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{functional as f, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
 
 use crate::state::{decode, encode};
 
 /// Parameters of `lelp`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// number of classes C (the student outputs 2·C subclass logits)
+    #[param(default = 10)]
     pub classes: usize,
+    /// teacher tap with the final embedding (when the batch has no teacher_features)
+    #[param(default = "layer2")]
     pub teacher_tap: String,
+    /// teacher tap with its classifier weight [C, D] (mlp taps `classifier`)
+    #[param(default = "classifier")]
     pub classifier_tap: String,
+    /// learning rate of the streaming PCA [U]
+    #[param(default = 0.01)]
     pub oja_rate: f64,
+    /// weight of the pseudo-subclass CE [U]
+    #[param(default = 1.0)]
     pub subclass_weight: f64,
+    /// weight of KD on class probabilities recovered by summing subclasses [U]
+    #[param(default = 1.0)]
     pub kd_weight: f64,
+    /// τ of that KD term [U]
+    #[param(default = 1.0)]
     pub temperature: f64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            classes: 10,
-            teacher_tap: "layer2".into(),
-            classifier_tap: "classifier".into(),
-            oja_rate: 0.01,
-            subclass_weight: 1.0,
-            kd_weight: 1.0,
-            temperature: 1.0,
-        }
-    }
 }
 
 /// The plugin instance.
@@ -110,17 +108,6 @@ impl Plugin for Lelp {
         subclasses = 2) learns subclass CE [U] plus KD of class probabilities = summed subclass probabilities [U]. \
         Inputs: student, teacher, labels; teacher_features and teacher_classifier, or the teacher's taps.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("classes", "number of classes C (the student outputs 2·C subclass logits)"),
-            ("teacher_tap", "teacher tap with the final embedding (when the batch has no teacher_features)"),
-            ("classifier_tap", "teacher tap with its classifier weight [C, D] (mlp taps `classifier`)"),
-            ("oja_rate", "learning rate of the streaming PCA [U]"),
-            ("subclass_weight", "weight of the pseudo-subclass CE [U]"),
-            ("kd_weight", "weight of KD on class probabilities recovered by summing subclasses [U]"),
-            ("temperature", "τ of that KD term [U]"),
-        ]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if cfg.classes == 0 {
             return Err(Error::config("lelp: classes must be > 0"));

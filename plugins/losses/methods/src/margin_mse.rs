@@ -1,11 +1,9 @@
 //! Margin-MSE (Hofstätter et al. 2020): match the student's positive–negative score margin to the
 //! teacher's, for ranking models.
-use retort_sdk::{Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{params, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
 
 /// Parameters of `margin-mse` (none).
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-#[serde(deny_unknown_fields)]
+#[params]
 pub struct Config {}
 
 /// The plugin instance.

@@ -1,20 +1,16 @@
 //! MIXSTD (MIX-KD, Choi et al., WACV 2023): logit standardisation instead of a temperature, with a
 //! CE on (possibly mixed) soft labels.
-use retort_sdk::{functional as f, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{functional as f, params, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
 
 /// Parameters of `mixstd`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// weight of the CE term (0.1)
+    #[param(default = 0.1)]
     pub gamma: f64,
+    /// weight of the KD term (0.9)
+    #[param(default = 0.9)]
     pub alpha: f64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { gamma: 0.1, alpha: 0.9 }
-    }
 }
 
 /// The plugin instance.
@@ -30,9 +26,6 @@ impl Plugin for MixStd {
         networks' logits. ỹ = batch targets (mixed soft labels from an augmenter) or one-hot labels. Inputs: \
         student, teacher, labels or targets.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[("gamma", "weight of the CE term (0.1)"), ("alpha", "weight of the KD term (0.9)")]
-    }
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
         Ok(MixStd { cfg })
     }

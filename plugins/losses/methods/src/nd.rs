@@ -2,38 +2,35 @@
 //! centre of its label, normalised by the larger of the two embeddings' norms.
 use std::collections::BTreeMap;
 
-use retort_sdk::{functional as f, nn::Linear, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{functional as f, nn::Linear, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
 
 use crate::state::{decode, encode};
 
 /// Parameters of `nd`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// λ_nd (0.5–2 CIFAR, 1–4 ImageNet)
+    #[param(default = 1.0)]
     pub lambda: f64,
+    /// number of classes
+    #[param(default = 10)]
     pub classes: usize,
+    /// student tap with the penultimate embedding (when the batch has no student_features)
+    #[param(default = "layer2")]
     pub student_tap: String,
+    /// teacher tap with the penultimate embedding
+    #[param(default = "layer2")]
     pub teacher_tap: String,
+    /// student embedding width (with teacher_dim: adds a projection head when they differ)
     pub student_dim: usize,
+    /// teacher embedding width
     pub teacher_dim: usize,
+    /// epochs of teacher embeddings averaged into the class centres before the loss starts
+    #[param(default = 1)]
     pub centre_epochs: u64,
+    /// fixed class centres, e.g. { "0" = [..], "2" = [..] } (skips the accumulation)
+    #[param(default = BTreeMap::new())]
     pub centres: BTreeMap<String, Vec<f64>>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            lambda: 1.0,
-            classes: 10,
-            student_tap: "layer2".into(),
-            teacher_tap: "layer2".into(),
-            student_dim: 0,
-            teacher_dim: 0,
-            centre_epochs: 1,
-            centres: BTreeMap::new(),
-        }
-    }
 }
 
 /// The plugin instance.
@@ -56,18 +53,6 @@ impl Plugin for Nd {
         maps student to teacher width when they differ. Inputs: student_features/teacher_features, or the \
         models' taps; labels.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("lambda", "λ_nd (0.5–2 CIFAR, 1–4 ImageNet)"),
-            ("classes", "number of classes"),
-            ("student_tap", "student tap with the penultimate embedding (when the batch has no student_features)"),
-            ("teacher_tap", "teacher tap with the penultimate embedding"),
-            ("student_dim", "student embedding width (with teacher_dim: adds a projection head when they differ)"),
-            ("teacher_dim", "teacher embedding width"),
-            ("centre_epochs", "epochs of teacher embeddings averaged into the class centres before the loss starts"),
-            ("centres", "fixed class centres, e.g. { \"0\" = [..], \"2\" = [..] } (skips the accumulation)"),
-        ]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         let proj = if cfg.student_dim > 0 && cfg.teacher_dim > 0 && cfg.student_dim != cfg.teacher_dim {
             Some(Linear::new(&ctx, "proj", cfg.student_dim, cfg.teacher_dim, false)?)

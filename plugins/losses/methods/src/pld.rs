@@ -3,20 +3,14 @@
 //! teacher's confidence.
 use std::collections::HashMap;
 
-use retort_sdk::{functional as f, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{functional as f, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
 
 /// Parameters of `pld`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// temperature of the teacher's position weights [U] (assumed 1)
+    #[param(default = 1.0)]
     pub tau_w: f64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { tau_w: 1.0 }
-    }
 }
 
 /// The plugin instance.
@@ -34,9 +28,6 @@ impl Plugin for Pld {
         Unverified [U]: τ_w (assumed 1), no top-k truncation. Reads teacher logits on the CPU to sort (meant \
         for classification). Inputs: student, teacher, labels.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[("tau_w", "temperature of the teacher's position weights [U] (assumed 1)")]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if cfg.tau_w <= 0.0 {
             return Err(Error::config("pld: tau_w must be > 0"));

@@ -1,6 +1,6 @@
 //! SinKD (Cui et al. 2024), as in the official code: an entropic optimal-transport distance between
 //! the batch's student and teacher distributions, with gradients through the Sinkhorn iterations.
-use retort_sdk::{functional as f, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{functional as f, params, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// When to iterate in log space.
@@ -15,20 +15,23 @@ pub enum LogDomain {
 }
 
 /// Parameters of `sinkd`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// τ_s of both softmaxes (2, hard-coded in the official code)
+    #[param(default = 2.0)]
     pub temperature: f64,
+    /// entropic regularisation ε (0.1)
+    #[param(default = 0.1)]
     pub epsilon: f64,
+    /// Sinkhorn iterations, each a row then a column normalisation (20)
+    #[param(default = 20)]
     pub iterations: usize,
+    /// c: 0.001 (GLUE) or 0.0008 (T0/GPT-Neo)
+    #[param(default = 0.001)]
     pub scale: f64,
+    /// "auto" (when ε < 0.05), "always" or "never"
+    #[param(default = LogDomain::Auto)]
     pub log_domain: LogDomain,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { temperature: 2.0, epsilon: 0.1, iterations: 20, scale: 0.001, log_domain: LogDomain::Auto }
-    }
 }
 
 /// The plugin instance.
@@ -42,15 +45,6 @@ impl Plugin for SinKd {
         from Sinkhorn normalisation of exp(−W/ε) (log-domain for small ε). Needs batch ≥ 2. Note: the released \
         GLUE trainer never adds this term with the authors' own flags. Inputs: student, teacher.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("temperature", "τ_s of both softmaxes (2, hard-coded in the official code)"),
-            ("epsilon", "entropic regularisation ε (0.1)"),
-            ("iterations", "Sinkhorn iterations, each a row then a column normalisation (20)"),
-            ("scale", "c: 0.001 (GLUE) or 0.0008 (T0/GPT-Neo)"),
-            ("log_domain", "\"auto\" (when ε < 0.05), \"always\" or \"never\""),
-        ]
-    }
     fn new(_ctx: Ctx, cfg: Config) -> Result<Self> {
         if cfg.epsilon <= 0.0 || cfg.temperature <= 0.0 {
             return Err(Error::config("sinkd: epsilon and temperature must be > 0"));

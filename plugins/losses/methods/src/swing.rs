@@ -1,7 +1,7 @@
 //! Swing distillation (privacy-preserving KD, 2022): per-token temperature from how likely a token
 //! carries private information, and seeded noise on the teacher's soft targets. No public code:
 //! the detector, the score→temperature rule and the noise are knobs.
-use retort_sdk::{functional as f, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{functional as f, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Where the per-token temperatures come from.
@@ -17,26 +17,21 @@ pub enum TemperatureRule {
 }
 
 /// Parameters of `swing`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// "privacy_score" [U] (linear from tau_min to tau_max) or "given" (batch temperatures)
+    #[param(default = TemperatureRule::PrivacyScore)]
     pub temperature_rule: TemperatureRule,
+    /// temperature of a non-private token [U]
+    #[param(default = 1.0)]
     pub tau_min: f64,
+    /// temperature of a surely private token [U]
+    #[param(default = 4.0)]
     pub tau_max: f64,
+    /// std of Gaussian noise added to teacher logits [U] (0 = none)
     pub noise_std: f64,
+    /// scale each token's KL by τᵢ² [U]
     pub tau_squared: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            temperature_rule: TemperatureRule::PrivacyScore,
-            tau_min: 1.0,
-            tau_max: 4.0,
-            noise_std: 0.0,
-            tau_squared: false,
-        }
-    }
 }
 
 /// The plugin instance.
@@ -52,18 +47,6 @@ impl Plugin for Swing {
         stream. Unverified [U]: detector, score→τ rule, noise form and scale, τ². Inputs: student, teacher, \
         optional mask, privacy_scores or temperatures.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            (
-                "temperature_rule",
-                "\"privacy_score\" [U] (linear from tau_min to tau_max) or \"given\" (batch temperatures)",
-            ),
-            ("tau_min", "temperature of a non-private token [U]"),
-            ("tau_max", "temperature of a surely private token [U]"),
-            ("noise_std", "std of Gaussian noise added to teacher logits [U] (0 = none)"),
-            ("tau_squared", "scale each token's KL by τᵢ² [U]"),
-        ]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if cfg.tau_min <= 0.0 || cfg.tau_max < cfg.tau_min || cfg.noise_std < 0.0 {
             return Err(Error::config("swing: need 0 < tau_min ≤ tau_max and noise_std ≥ 0"));

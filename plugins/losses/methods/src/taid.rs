@@ -1,25 +1,29 @@
 //! TAID (Shing et al., ICLR 2025): KL to a target interpolated in logit space between the
 //! (stop-gradient) student and the teacher, with an adaptive interpolation parameter t.
-use retort_sdk::{functional as f, functional::ValueForm, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use retort_sdk::{
+    functional as f, functional::ValueForm, params, Batch, Ctx, Error, LossPlugin, Plugin, Result, Tensor,
+};
 
 use crate::state::{decode, encode};
 
 /// Parameters of `taid`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// initial interpolation t (0.4; 0.2 for some model pairs)
+    #[param(default = 0.4)]
     pub t_start: f64,
+    /// final t (1.0 = the teacher)
+    #[param(default = 1.0)]
     pub t_end: f64,
+    /// step size of the adaptive update (5e-4)
+    #[param(default = 5e-4)]
     pub alpha: f64,
+    /// momentum of the relative improvement (0.99)
+    #[param(default = 0.99)]
     pub beta: f64,
+    /// "kl" (paper) or "ce" (official code; its value also drives the update)
+    #[param(default = ValueForm::Kl)]
     pub value_form: ValueForm,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { t_start: 0.4, t_end: 1.0, alpha: 5e-4, beta: 0.99, value_form: ValueForm::Kl }
-    }
 }
 
 /// The adaptive schedule: t, the previous loss and the momentum of relative improvement.
@@ -68,15 +72,6 @@ impl Plugin for Taid {
         checkpointed and carried across hot reload. Inputs: student, teacher, optional mask; numbers step, \
         total_steps.";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("t_start", "initial interpolation t (0.4; 0.2 for some model pairs)"),
-            ("t_end", "final t (1.0 = the teacher)"),
-            ("alpha", "step size of the adaptive update (5e-4)"),
-            ("beta", "momentum of the relative improvement (0.99)"),
-            ("value_form", "\"kl\" (paper) or \"ce\" (official code; its value also drives the update)"),
-        ]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if !(0.0..=1.0).contains(&cfg.t_start) || !(cfg.t_start..=1.0).contains(&cfg.t_end) {
             return Err(Error::config("taid: need 0 ≤ t_start ≤ t_end ≤ 1"));

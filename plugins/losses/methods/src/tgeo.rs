@@ -1,7 +1,7 @@
 //! TGeo-KD (ICLR 2024): a per-sample fusion ratio αᵢ between KD and CE from a small network fed
 //! with trilateral relations among student S, teacher T and ground truth G (and the teacher's class
 //! mean T̄). No public code: the input vector, the network and the outer objective are knobs.
-use retort_sdk::{functional as f, nn::Linear, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{functional as f, nn::Linear, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{decode, encode};
@@ -19,20 +19,23 @@ pub enum AlphaSource {
 }
 
 /// Parameters of `tgeo-kd`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// τ of the KD term
+    #[param(default = 4.0)]
     pub temperature: f64,
+    /// scale the KD term by τ² [U]
+    #[param(default = true)]
     pub tau_squared: bool,
+    /// "network" [U] or "given" (batch alpha)
+    #[param(default = AlphaSource::Network)]
     pub alpha_source: AlphaSource,
+    /// number of classes (sizes the network input 5·classes)
+    #[param(default = 10)]
     pub classes: usize,
+    /// hidden width of the α network [U]
+    #[param(default = 32)]
     pub hidden: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { temperature: 4.0, tau_squared: true, alpha_source: AlphaSource::Network, classes: 10, hidden: 32 }
-    }
 }
 
 /// The plugin instance.
@@ -52,15 +55,6 @@ impl Plugin for TgeoKd {
         kept as state). Unverified [U]: input vector, architecture, bilevel objective (not reproduced: the network \
         trains on this loss), τ². Inputs: student, teacher, labels (alpha when alpha_source = given).";
     type Config = Config;
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("temperature", "τ of the KD term"),
-            ("tau_squared", "scale the KD term by τ² [U]"),
-            ("alpha_source", "\"network\" [U] or \"given\" (batch alpha)"),
-            ("classes", "number of classes (sizes the network input 5·classes)"),
-            ("hidden", "hidden width of the α network [U]"),
-        ]
-    }
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if cfg.classes == 0 || cfg.temperature <= 0.0 {
             return Err(Error::config("tgeo-kd: classes and temperature must be > 0"));

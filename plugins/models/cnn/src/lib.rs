@@ -4,37 +4,34 @@
 use retort_sdk::{
     export_plugins,
     nn::{BatchNorm, Conv2d, Dropout, Linear},
-    Batch, Ctx, Error, ModelPlugin, Plugin, Result, Tensor,
+    params, Batch, Ctx, Error, ModelPlugin, Plugin, Result, Tensor,
 };
-use serde::{Deserialize, Serialize};
 
 /// Parameters of `cnn`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// input channels (1 for MNIST)
+    #[param(default = 1)]
     pub in_channels: usize,
+    /// input height and width (square images)
+    #[param(default = 28)]
     pub image_size: usize,
+    /// output channels of each conv block; each block halves the spatial size
+    #[param(default = vec![32, 64])]
     pub channels: Vec<usize>,
+    /// odd convolution kernel size (same padding)
+    #[param(default = 5)]
     pub kernel: usize,
+    /// width of the fully connected hidden layer
+    #[param(default = 128)]
     pub hidden: usize,
+    /// number of output logits
+    #[param(default = 10)]
     pub classes: usize,
+    /// dropout probability before the output layer while training
     pub dropout: f64,
+    /// batch normalisation after each convolution
     pub batch_norm: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            in_channels: 1,
-            image_size: 28,
-            channels: vec![32, 64],
-            kernel: 5,
-            hidden: 128,
-            classes: 10,
-            dropout: 0.0,
-            batch_norm: false,
-        }
-    }
 }
 
 struct Block {
@@ -58,19 +55,6 @@ impl Plugin for Cnn {
         max-pool 2] per entry of `channels`, then fc → ReLU → dropout → logits. Input [B, C, H, W] (or \
         [B, H·W] for one channel). Taps conv1…convN, fc, logits.";
     type Config = Config;
-
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("in_channels", "input channels (1 for MNIST)"),
-            ("image_size", "input height and width (square images)"),
-            ("channels", "output channels of each conv block; each block halves the spatial size"),
-            ("kernel", "odd convolution kernel size (same padding)"),
-            ("hidden", "width of the fully connected hidden layer"),
-            ("classes", "number of output logits"),
-            ("dropout", "dropout probability before the output layer while training"),
-            ("batch_norm", "batch normalisation after each convolution"),
-        ]
-    }
 
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         if cfg.kernel % 2 == 0 || cfg.kernel == 0 {

@@ -3,7 +3,7 @@
 use retort_sdk::{
     export_plugins,
     nn::{Dropout, Linear},
-    Batch, Ctx, Error, ModelPlugin, Plugin, Result, Tensor,
+    params, Batch, Ctx, Error, ModelPlugin, Plugin, Result, Tensor,
 };
 use serde::{Deserialize, Serialize};
 
@@ -18,36 +18,35 @@ pub enum Activation {
 }
 
 /// Parameters of `mlp`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, default)]
+#[params]
 pub struct Config {
+    /// number of input features (the input is flattened from dim 1)
+    #[param(default = 784)]
     pub input_dim: usize,
+    /// widths of the hidden layers, e.g. [1200, 1200]
+    #[param(default = vec![800, 800])]
     pub hidden: Vec<usize>,
+    /// number of output logits
+    #[param(default = 10)]
     pub classes: usize,
+    /// hidden nonlinearity: relu, gelu, tanh or sigmoid
+    #[param(default = Activation::Relu)]
     pub activation: Activation,
+    /// dropout probability after each hidden layer while training
     pub dropout: f64,
+    /// dropout probability on the input while training
     pub input_dropout: f64,
+    /// a second output head for DHO: tapped as logits_kd while training; in evaluation the output is log(α·softmax(h_ce) + (1−α)·softmax(h_kd/β))
     pub dual_head: bool,
+    /// α of the dual-head inference mix (tune on validation data)
+    #[param(default = 0.5)]
     pub dho_alpha: f64,
+    /// β, the KD head's inference temperature (tune on validation data)
+    #[param(default = 1.0)]
     pub dho_beta: f64,
+    /// logits per class (LELP): training outputs classes × subclasses logits; evaluation sums each class's subclass probabilities
+    #[param(default = 1)]
     pub subclasses: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            input_dim: 784,
-            hidden: vec![800, 800],
-            classes: 10,
-            activation: Activation::Relu,
-            dropout: 0.0,
-            input_dropout: 0.0,
-            dual_head: false,
-            dho_alpha: 0.5,
-            dho_beta: 1.0,
-            subclasses: 1,
-        }
-    }
 }
 
 /// The plugin instance.
@@ -67,29 +66,6 @@ impl Plugin for Mlp {
     const SUMMARY: &'static str = "Multi-layer perceptron: input (flattened) → hidden layers with activation \
         and dropout → class logits. Taps layer1…layerN and logits.";
     type Config = Config;
-
-    fn param_docs() -> &'static [(&'static str, &'static str)] {
-        &[
-            ("input_dim", "number of input features (the input is flattened from dim 1)"),
-            ("hidden", "widths of the hidden layers, e.g. [1200, 1200]"),
-            ("classes", "number of output logits"),
-            ("activation", "hidden nonlinearity: relu, gelu, tanh or sigmoid"),
-            ("dropout", "dropout probability after each hidden layer while training"),
-            ("input_dropout", "dropout probability on the input while training"),
-            (
-                "dual_head",
-                "a second output head for DHO: tapped as logits_kd while training; in evaluation the \
-              output is log(α·softmax(h_ce) + (1−α)·softmax(h_kd/β))",
-            ),
-            ("dho_alpha", "α of the dual-head inference mix (tune on validation data)"),
-            ("dho_beta", "β, the KD head's inference temperature (tune on validation data)"),
-            (
-                "subclasses",
-                "logits per class (LELP): training outputs classes × subclasses logits; evaluation \
-              sums each class's subclass probabilities",
-            ),
-        ]
-    }
 
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
         for (key, p) in [("dropout", cfg.dropout), ("input_dropout", cfg.input_dropout)] {
