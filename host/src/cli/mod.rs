@@ -2,6 +2,7 @@
 mod new;
 mod plugins;
 mod runs;
+mod svg;
 mod train;
 
 use std::{path::PathBuf, process::ExitCode};

@@ -310,11 +310,14 @@ pub struct LoggingSection {
     /// Show progress: a bar on a terminal, a plain line every 10 s when stderr is a file or pipe.
     #[serde(default = "yes")]
     pub progress: bool,
+    /// Write TensorBoard event files to `<run>/tensorboard` (losses, lr, metrics, live events).
+    #[serde(default = "yes")]
+    pub tensorboard: bool,
 }
 
 impl Default for LoggingSection {
     fn default() -> Self {
-        LoggingSection { every_steps: 50, progress: true }
+        LoggingSection { every_steps: 50, progress: true, tensorboard: true }
     }
 }
 

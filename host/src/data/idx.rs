@@ -19,7 +19,7 @@ const TYPE_U8: u8 = 0x08;
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     let p = path.display().to_string();
     let fmt = |reason: String| DataError::Format { path: p.clone(), reason };
-    let file = File::open(path).map_err(|source| DataError::Io { path: p.clone(), source })?;
+    let file = File::open(path).map_err(|error| DataError::Io { path: p.clone(), error })?;
     let mut bytes = Vec::new();
     let gz = path.extension().is_some_and(|e| e == "gz");
     let r = if gz { GzDecoder::new(file).read_to_end(&mut bytes) } else { { file }.read_to_end(&mut bytes) };

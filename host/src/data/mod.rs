@@ -12,12 +12,9 @@ pub use idx::{read_idx, IdxArray};
 pub enum DataError {
     #[error("{path}: {reason}")]
     Format { path: String, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message (not a separate cause, which printers would repeat).
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{0}")]
     Invalid(String),
 }

@@ -106,7 +106,11 @@ impl Library {
         let fail = |reason: String| HostError::Load { path: path.to_path_buf(), reason };
         let incompatible = |summary: String| HostError::Incompatible { path: path.to_path_buf(), summary };
         // SAFETY: loading runs the library's initialisers; plugin libraries are trusted code.
-        let lib = unsafe { libloading::Library::new(copy) }.map_err(|e| fail(e.to_string()))?;
+        let lib = unsafe { libloading::Library::new(copy) }.map_err(|e| {
+            // libloading says only "dlopen failed"; the loader's reason is its source.
+            let why = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+            fail(format!("{e}{why}"))
+        })?;
         let header: &'static LibHeader = {
             // SAFETY: abi_stable exports the root module loader as a static `AbiHeaderRef`.
             let sym = unsafe { lib.get::<AbiHeaderRef>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes()) }

@@ -22,6 +22,8 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct Registry {
     entries: Vec<Entry>,
+    /// The directories scanned, in order.
+    pub searched: Vec<PathBuf>,
     /// Libraries refused (incompatible, failed to load) and duplicate names, one line each.
     pub problems: Vec<String>,
 }
@@ -56,7 +58,7 @@ fn candidates(dir: &Path) -> Vec<PathBuf> {
 impl Registry {
     /// Scans `dirs` (see [`search_dirs`]), loading each library once to read its plugin list.
     pub fn discover(dirs: &[PathBuf]) -> Registry {
-        let mut reg = Registry::default();
+        let mut reg = Registry { searched: dirs.to_vec(), ..Registry::default() };
         let mut seen = BTreeSet::new();
         for dir in dirs {
             for path in candidates(dir) {

@@ -28,6 +28,9 @@ pub struct LoopState {
     pub plugin_states: BTreeMap<String, Vec<u8>>,
     /// Seconds spent training each model slot so far.
     pub train_seconds: BTreeMap<String, f64>,
+    /// Wall-clock seconds of the run so far (all its processes, up to this checkpoint).
+    #[serde(default)]
+    pub wall_seconds: f64,
     /// Revision of the live config (0 = as started; +1 per applied change).
     #[serde(default)]
     pub config_rev: u64,

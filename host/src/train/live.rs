@@ -136,7 +136,15 @@ impl Trainer {
             _ => tracing::info!(step = e.step, slot = %e.slot, "{}", e.event),
         }
         self.console.line(&line);
-        self.status = short;
+        let step = e.step;
+        self.tensorboard(|tb| {
+            tb.text("events", step, &line)?;
+            tb.flush()
+        });
+        // The progress line shows the latest live change, not the run's own milestones.
+        if !matches!(e.event.as_str(), "stage_started" | "resumed") {
+            self.status = short;
+        }
     }
 
     /// Applies pending live changes (at a step boundary).

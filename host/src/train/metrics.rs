@@ -13,6 +13,19 @@ pub struct EvalMetrics {
     pub fidelity: Option<f64>,
     /// Mean KL(reference ‖ model) at τ = 1.
     pub kl_to_teacher: Option<f64>,
+    /// The reliability diagram behind the ECE (not written to metrics.jsonl).
+    #[serde(skip)]
+    pub reliability: Vec<ReliabilityBin>,
+}
+
+/// One confidence bin: its samples' mean confidence and accuracy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReliabilityBin {
+    /// Upper edge of the bin (bins are (k/B, (k+1)/B]).
+    pub upper: f64,
+    pub count: usize,
+    pub confidence: f64,
+    pub accuracy: f64,
 }
 
 /// Accumulates per-sample results batch by batch.
@@ -100,6 +113,17 @@ impl MetricsAccumulator {
             ece,
             fidelity: self.with_reference.then(|| self.agree as f64 / n),
             kl_to_teacher: self.with_reference.then(|| self.kl / n),
+            reliability: (0..self.bins)
+                .map(|b| {
+                    let c = self.bin_count[b].max(1) as f64;
+                    ReliabilityBin {
+                        upper: (b + 1) as f64 / self.bins as f64,
+                        count: self.bin_count[b],
+                        confidence: self.bin_conf[b] / c,
+                        accuracy: self.bin_correct[b] as f64 / c,
+                    }
+                })
+                .collect(),
         }
     }
 }

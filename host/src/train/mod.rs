@@ -10,6 +10,7 @@ pub mod preflight;
 pub mod report;
 mod run;
 pub mod schedule;
+pub mod tensorboard;
 
 pub use run::{resolve_data_dir, Outcome, TrainOptions, Trainer};
 
@@ -24,8 +25,9 @@ pub enum TrainError {
     Host(#[from] crate::HostError),
     #[error("{0}")]
     Tensor(#[from] candle_core::Error),
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    /// The I/O error is part of the message (not a separate cause, which printers would repeat).
+    #[error("{context}: {error}")]
+    Io { context: String, error: std::io::Error },
     #[error("{0}")]
     Other(String),
     /// The fault policy stopped the run; a checkpoint of the state before the failed step exists.

@@ -133,7 +133,17 @@ pub fn preflight(cfg: &RunConfig, registry: &Registry, source: &str) -> Result<(
                     u.plugin,
                     other_kind.unwrap_or_default(),
                     did_you_mean(closest(u.plugin, known.iter().copied())),
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") },
+                    if known.is_empty() {
+                        let dirs: Vec<String> = registry.searched.iter().map(|d| d.display().to_string()).collect();
+                        format!(
+                            "none — no {} plugin library in {}; build them (`cargo build --release`) or add \
+                             their directory to run.plugin_dirs or RETORT_PLUGIN_PATH",
+                            kind::name(u.kind),
+                            dirs.join(", ")
+                        )
+                    } else {
+                        known.join(", ")
+                    },
                     if registry.problems.is_empty() {
                         String::new()
                     } else {

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::metrics::EvalMetrics;
+use super::metrics::{EvalMetrics, ReliabilityBin};
 
 /// One model's line of the report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -17,6 +17,9 @@ pub struct ModelReport {
     pub kl_to_teacher: Option<f64>,
     pub params: usize,
     pub train_seconds: f64,
+    /// Confidence bins on the test set (what `retort runs plot` draws as a reliability diagram).
+    #[serde(default)]
+    pub reliability: Vec<ReliabilityBin>,
 }
 
 impl ModelReport {
@@ -32,6 +35,7 @@ impl ModelReport {
             kl_to_teacher: m.kl_to_teacher,
             params,
             train_seconds,
+            reliability: m.reliability.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::{
     faults::{Handled, StepError, StepOut},
     live::{Live, Losses, Previous},
     log::JsonLines,
+    tensorboard::TensorBoard,
     metrics::{EvalMetrics, MetricsAccumulator},
     optim::Optimizer,
     preflight::preflight,
@@ -62,7 +63,7 @@ type Result<T> = std::result::Result<T, TrainError>;
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
     let context = context.into();
-    move |source| TrainError::Io { context, source }
+    move |error| TrainError::Io { context, error }
 }
 
 /// A run in progress.
@@ -95,11 +96,15 @@ pub struct Trainer {
     /// Builds rolled back during the run, not swapped in again.
     pub(super) rolled_back: Vec<String>,
     pub(super) console: Console,
+    /// TensorBoard event file (dropped with a warning if it cannot be written).
+    tb: Option<TensorBoard>,
     /// Parameters in the host when the optimizer last took new ones.
     param_count: usize,
     /// Steps skipped in the running stage (`skip_step`).
     pub(super) skipped: u64,
     last_checkpoint: Instant,
+    /// Since when wall time was last added to `state.wall_seconds`.
+    wall_mark: Instant,
 }
 
 /// `data/<name>` found from `dir`, the working directory or the executable's ancestors.
@@ -186,11 +191,27 @@ impl Trainer {
         for p in &registry.problems {
             tracing::warn!("{p}");
         }
+        if opts.resume.is_none() {
+            let source = if opts.source.is_empty() { "config" } else { opts.source.as_str() };
+            preflight(&cfg, &registry, source)?;
+        }
+        // The data before the run directory: a run that cannot start changes nothing on disk.
+        let spec = DatasetSpec {
+            name: cfg.data.dataset.clone(),
+            dir: resolve_data_dir(&cfg.data.dataset, cfg.data.dir.as_deref())?,
+            validation: cfg.data.validation,
+            seed: cfg.run.seed,
+        };
+        let train = Arc::new(Dataset::load(&spec, Split::Train)?);
+        let test = Arc::new(Dataset::load(&spec, Split::Test)?);
+        let eval_split = if cfg.data.validation > 0 {
+            (Split::Validation, Arc::new(Dataset::load(&spec, Split::Validation)?))
+        } else {
+            (Split::Test, test.clone())
+        };
         let run_dir = match &opts.resume {
             Some(dir) => dir.clone(),
             None => {
-                let source = if opts.source.is_empty() { "config" } else { opts.source.as_str() };
-                preflight(&cfg, &registry, source)?;
                 absolutize(&mut cfg);
                 let dir = cfg.run.output_dir.join(&cfg.run.name);
                 prepare_run_dir(&dir, opts.overwrite)?;
@@ -219,20 +240,6 @@ impl Trainer {
             let path = run_dir.join("config.toml");
             super::log::write_atomic(&path, cfg.to_toml().as_bytes()).map_err(io(path.display().to_string()))?;
         }
-
-        let spec = DatasetSpec {
-            name: cfg.data.dataset.clone(),
-            dir: resolve_data_dir(&cfg.data.dataset, cfg.data.dir.as_deref())?,
-            validation: cfg.data.validation,
-            seed: cfg.run.seed,
-        };
-        let train = Arc::new(Dataset::load(&spec, Split::Train)?);
-        let test = Arc::new(Dataset::load(&spec, Split::Test)?);
-        let eval_split = if cfg.data.validation > 0 {
-            (Split::Validation, Arc::new(Dataset::load(&spec, Split::Validation)?))
-        } else {
-            (Split::Test, test.clone())
-        };
 
         let host = Host::new(device, cfg.run.seed);
         let mut ready = Vec::new();
@@ -264,6 +271,10 @@ impl Trainer {
         }
         let metrics = JsonLines::open(&metrics_path).map_err(io(metrics_path.display().to_string()))?;
         let events = JsonLines::open(&events_path).map_err(io(events_path.display().to_string()))?;
+        let tb = match cfg.logging.tensorboard {
+            true => Some(TensorBoard::create(&run_dir.join("tensorboard")).map_err(io("tensorboard"))?),
+            false => None,
+        };
         let live = match &opts.watch {
             Some(path) => Some(Live::start(path, &opts.dev)?),
             None if !opts.dev.is_empty() => {
@@ -284,6 +295,7 @@ impl Trainer {
             metrics,
             state: LoopState::default(),
             console: Console::new(opts.progress),
+            tb,
             opts,
             reference_cache: HashMap::new(),
             ready,
@@ -297,6 +309,7 @@ impl Trainer {
             param_count: 0,
             skipped: 0,
             last_checkpoint: Instant::now(),
+            wall_mark: Instant::now(),
         };
         for (slot, m) in t.cfg.models.clone() {
             let lib = t.load_plugin(&slot, &m.plugin, kind::MODEL)?;
@@ -357,14 +370,17 @@ impl Trainer {
 
     /// Runs every remaining stage, then the final evaluation.
     pub fn run(&mut self) -> Result<Outcome> {
-        let wall = Instant::now();
+        self.wall_mark = Instant::now();
         let first = if self.state.stage_done { self.state.stage + 1 } else { self.state.stage };
         for i in first..self.cfg.stages.len() {
             if let Some(step) = self.run_stage(i)? {
                 return Ok(Outcome::Stopped(step));
             }
         }
-        let report = self.final_report(wall.elapsed().as_secs_f64())?;
+        let mut report = self.final_report()?;
+        // Wall time of the whole run, earlier processes of a resumed run included.
+        self.account_wall();
+        report.wall_seconds = self.state.wall_seconds;
         let json = serde_json::to_vec_pretty(&report).map_err(|e| TrainError::Other(e.to_string()))?;
         super::log::write_atomic(&self.run_dir.join("report.json"), &json).map_err(io("report.json"))?;
         Ok(Outcome::Finished(report))
@@ -431,6 +447,11 @@ impl Trainer {
                 opt.load_state(&r.optimizer, r.state.stage_step);
             }
         } else {
+            let what = match &st.teacher {
+                Some(t) => format!("trains {} from teacher {t}, {total} steps", st.train),
+                None => format!("trains {}, {total} steps", st.train),
+            };
+            self.event("stage_started", &st.name, None, None, Some(what));
             // A checkpoint at every stage start: a run killed early can always resume.
             self.checkpoint(&losses, &opt)?;
         }
@@ -446,7 +467,7 @@ impl Trainer {
         for epoch in start_epoch..st.epochs {
             let start_batch = if epoch == start_epoch { self.state.batch } else { 0 };
             self.state.epoch = epoch;
-            let t0 = Instant::now();
+            let mut t0 = Instant::now();
             for batch in Batches::start(data.clone(), plan.clone(), epoch as u64, start_batch, self.host.device.clone())
             {
                 let batch = batch?;
@@ -496,12 +517,23 @@ impl Trainer {
                         o.extend(p.clone());
                     }
                     self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
+                    let step = self.state.global_step;
+                    self.tensorboard(|tb| {
+                        tb.scalar("train/loss", step, loss_v)?;
+                        tb.scalar("train/lr", step, lr)?;
+                        tb.scalar("train/steps_per_s", step, sps)?;
+                        for (k, v) in &terms {
+                            tb.scalar(&format!("train/term/{k}"), step, v.as_f64().unwrap_or(f64::NAN))?;
+                        }
+                        tb.flush()
+                    });
                 }
                 let stop = self.opts.stop_after.is_some_and(|s| self.state.global_step >= s);
                 let by_steps = ckpt_every > 0 && self.state.global_step % ckpt_every == 0;
                 let by_time = ckpt_minutes > 0.0 && self.last_checkpoint.elapsed().as_secs_f64() >= ckpt_minutes * 60.0;
                 if stop || by_steps || by_time {
                     self.add_seconds(&st.train, t0.elapsed().as_secs_f64());
+                    t0 = Instant::now();
                     self.checkpoint(&losses, &opt)?;
                     if stop {
                         self.console.abandon();
@@ -527,6 +559,21 @@ impl Trainer {
                 }
                 self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
                 tracing::info!(stage = %st.name, epoch = epoch + 1, errors = m.test_errors, "eval");
+                let (step, slot) = (self.state.global_step, st.train.clone());
+                self.tensorboard(|tb| {
+                    let pairs = [
+                        ("errors", Some(m.test_errors as f64)),
+                        ("accuracy", Some(m.accuracy)),
+                        ("nll", Some(m.nll)),
+                        ("ece", Some(m.ece)),
+                        ("fidelity", m.fidelity),
+                        ("kl_to_teacher", m.kl_to_teacher),
+                    ];
+                    for (k, v) in pairs.iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
+                        tb.scalar(&format!("eval/{slot}/{k}"), step, v)?;
+                    }
+                    tb.flush()
+                });
             }
             self.state.batch = 0;
             self.state.epoch = epoch + 1;
@@ -626,6 +673,22 @@ impl Trainer {
         }
     }
 
+    /// Writes to the TensorBoard file; a failure warns once and stops TensorBoard output only.
+    pub(super) fn tensorboard(&mut self, f: impl FnOnce(&mut TensorBoard) -> std::io::Result<()>) {
+        if let Some(tb) = self.tb.as_mut() {
+            if let Err(e) = f(tb) {
+                tracing::warn!("TensorBoard output stops: cannot write {}: {e}", tb.path().display());
+                self.tb = None;
+            }
+        }
+    }
+
+    /// Adds the wall time since the last call to the run's total (kept in checkpoints).
+    fn account_wall(&mut self) {
+        self.state.wall_seconds += self.wall_mark.elapsed().as_secs_f64();
+        self.wall_mark = Instant::now();
+    }
+
     fn add_seconds(&mut self, slot: &str, s: f64) {
         *self.state.train_seconds.entry(slot.to_string()).or_default() += s;
     }
@@ -633,6 +696,7 @@ impl Trainer {
     /// Writes a resumable checkpoint of the whole run.
     pub(super) fn checkpoint(&mut self, losses: &[(LossSection, LossInstance)], opt: &Optimizer) -> Result<()> {
         self.last_checkpoint = Instant::now();
+        self.account_wall();
         for (slot, m) in &self.models {
             self.state.rng.insert(slot.clone(), m.ctx().rng_state());
             self.state.plugin_states.insert(slot.clone(), m.state()?);
@@ -714,7 +778,7 @@ impl Trainer {
     }
 
     /// Evaluates every model slot with weights on the test set.
-    fn final_report(&mut self, wall: f64) -> Result<Report> {
+    fn final_report(&mut self) -> Result<Report> {
         let mut models = BTreeMap::new();
         let test = self.test.clone();
         for slot in self.ready.clone() {
@@ -728,7 +792,7 @@ impl Trainer {
             dataset: self.cfg.data.dataset.clone(),
             test_samples: test.len(),
             reference: self.cfg.reference_slot().map(str::to_string),
-            wall_seconds: wall,
+            wall_seconds: 0.0,
             models,
         })
     }
