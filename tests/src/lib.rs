@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: build the workspace's plugins and the test fixtures with
 //! cargo (once per test process) and hand out their library paths.
+pub mod fuzz;
 pub mod run;
 
 use std::{

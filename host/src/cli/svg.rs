@@ -69,30 +69,88 @@ impl Panel {
         let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
         let sx = |x: f64| LEFT + (x - x_lo) / (x_hi - x_lo) * pw;
         let sy = |y: f64| y0 + TOP + ph - (y - y_lo) / (y_hi - y_lo) * ph;
-        let _ = write!(out, r#"<text x="{LEFT}" y="{}" font-size="15" font-weight="bold">{}</text>"#, y0 + 20.0, escape(&self.title));
-        let _ = write!(out, r##"<rect x="{LEFT}" y="{}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##, y0 + TOP);
+        let _ = write!(
+            out,
+            r#"<text x="{LEFT}" y="{}" font-size="15" font-weight="bold">{}</text>"#,
+            y0 + 20.0,
+            escape(&self.title)
+        );
+        let _ = write!(
+            out,
+            r##"<rect x="{LEFT}" y="{}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##,
+            y0 + TOP
+        );
         for t in ticks(x_lo, x_hi) {
             let x = sx(t);
-            let _ = write!(out, r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##, y0 + TOP, y0 + TOP + ph);
-            let _ = write!(out, r#"<text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#, y0 + TOP + ph + 15.0, fmt(t));
+            let _ = write!(
+                out,
+                r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+                y0 + TOP,
+                y0 + TOP + ph
+            );
+            let _ = write!(
+                out,
+                r#"<text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+                y0 + TOP + ph + 15.0,
+                fmt(t)
+            );
         }
         for t in ticks(y_lo, y_hi) {
             let y = sy(t);
             let _ = write!(out, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, LEFT + pw);
-            let _ = write!(out, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#, LEFT - 6.0, y + 4.0, fmt(t));
+            let _ = write!(
+                out,
+                r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                y + 4.0,
+                fmt(t)
+            );
         }
-        let _ = write!(out, r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#, LEFT + pw / 2.0, y0 + H - 8.0, escape(&self.x_label));
-        let _ = write!(out, r#"<text x="14" y="{:.1}" font-size="12" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text>"#, y0 + TOP + ph / 2.0, y0 + TOP + ph / 2.0, escape(&self.y_label));
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
+            LEFT + pw / 2.0,
+            y0 + H - 8.0,
+            escape(&self.x_label)
+        );
+        let _ = write!(
+            out,
+            r#"<text x="14" y="{:.1}" font-size="12" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text>"#,
+            y0 + TOP + ph / 2.0,
+            y0 + TOP + ph / 2.0,
+            escape(&self.y_label)
+        );
         if self.diagonal {
-            let _ = write!(out, r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/>"##, sx(x_lo.max(y_lo)), sy(x_lo.max(y_lo)), sx(x_hi.min(y_hi)), sy(x_hi.min(y_hi)));
+            let _ = write!(
+                out,
+                r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/>"##,
+                sx(x_lo.max(y_lo)),
+                sy(x_lo.max(y_lo)),
+                sx(x_hi.min(y_hi)),
+                sy(x_hi.min(y_hi))
+            );
         }
         for (x, label) in &self.markers {
             if *x < x_lo || *x > x_hi {
                 continue;
             }
             let px = sx(*x);
-            let _ = write!(out, r##"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="#b8860b" stroke-dasharray="5 3"><title>{}</title></line>"##, y0 + TOP, y0 + TOP + ph, escape(label));
-            let _ = write!(out, r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#b8860b" transform="rotate(-90 {:.1} {:.1})">{}</text>"##, px - 3.0, y0 + TOP + ph - 4.0, px - 3.0, y0 + TOP + ph - 4.0, escape(label));
+            let _ = write!(
+                out,
+                r##"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="#b8860b" stroke-dasharray="5 3"><title>{}</title></line>"##,
+                y0 + TOP,
+                y0 + TOP + ph,
+                escape(label)
+            );
+            let _ = write!(
+                out,
+                r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#b8860b" transform="rotate(-90 {:.1} {:.1})">{}</text>"##,
+                px - 3.0,
+                y0 + TOP + ph - 4.0,
+                px - 3.0,
+                y0 + TOP + ph - 4.0,
+                escape(label)
+            );
         }
         for (i, s) in self.series.iter().enumerate() {
             // One colour per name (its first word) across all panels.
@@ -102,7 +160,8 @@ impl Panel {
                 colours.len() - 1
             });
             let colour = PALETTE[idx % PALETTE.len()];
-            let pts: Vec<(f64, f64)> = s.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).map(|&(x, y)| (sx(x), sy(y))).collect();
+            let pts: Vec<(f64, f64)> =
+                s.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).map(|&(x, y)| (sx(x), sy(y))).collect();
             if s.dots || pts.len() == 1 {
                 for (x, y) in &pts {
                     let _ = write!(out, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3.5" fill="{colour}"/>"#);
@@ -111,11 +170,25 @@ impl Panel {
             if pts.len() > 1 {
                 let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
                 let width = if s.dots { 1.0 } else { 1.6 };
-                let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="{width}"/>"#, path.join(" "));
+                let _ = write!(
+                    out,
+                    r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="{width}"/>"#,
+                    path.join(" ")
+                );
             }
             let ly = y0 + TOP + 14.0 + 18.0 * i as f64;
-            let _ = write!(out, r#"<rect x="{:.1}" y="{:.1}" width="14" height="4" fill="{colour}"/>"#, W - RIGHT + 12.0, ly - 6.0);
-            let _ = write!(out, r#"<text x="{:.1}" y="{ly:.1}" font-size="12">{}</text>"#, W - RIGHT + 32.0, escape(&s.name));
+            let _ = write!(
+                out,
+                r#"<rect x="{:.1}" y="{:.1}" width="14" height="4" fill="{colour}"/>"#,
+                W - RIGHT + 12.0,
+                ly - 6.0
+            );
+            let _ = write!(
+                out,
+                r#"<text x="{:.1}" y="{ly:.1}" font-size="12">{}</text>"#,
+                W - RIGHT + 32.0,
+                escape(&s.name)
+            );
         }
     }
 }

@@ -5,7 +5,7 @@ mod idx;
 
 pub use batches::{Batch, BatchPlan, Batches};
 pub use dataset::{Dataset, DatasetSpec, Split};
-pub use idx::{read_idx, IdxArray};
+pub use idx::{parse_idx, read_idx, IdxArray};
 
 /// Errors reading data.
 #[derive(Debug, thiserror::Error)]

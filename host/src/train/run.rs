@@ -17,12 +17,12 @@ use super::{
     faults::{Handled, StepError, StepOut},
     live::{Live, Losses, Previous},
     log::JsonLines,
-    tensorboard::TensorBoard,
     metrics::{EvalMetrics, MetricsAccumulator},
     optim::Optimizer,
     preflight::preflight,
     report::{ModelReport, Report},
     schedule::{lr_at, weight_factor},
+    tensorboard::TensorBoard,
     TrainError,
 };
 use crate::{

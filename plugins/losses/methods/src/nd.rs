@@ -86,9 +86,19 @@ impl Plugin for Nd {
         if state.len() < 16 {
             return Ok(());
         }
-        let dim = f64::from_le_bytes(state[..8].try_into().unwrap_or([0; 8])) as usize;
+        let raw = f64::from_le_bytes(state[..8].try_into().unwrap_or([0; 8]));
         let c = self.cfg.classes;
-        if let Some(w) = decode(state, 2 + c + c * dim, Self::NAME)? {
+        // The first word sizes the rest: it must be a whole number whose table fits the blob.
+        let words = (raw >= 0.0 && raw.fract() == 0.0 && raw <= (state.len() / 8) as f64)
+            .then_some(raw as usize)
+            .and_then(|dim| c.checked_mul(dim)?.checked_add(2 + c).map(|n| (dim, n)));
+        let Some((dim, words)) = words else {
+            return Err(Error::state(format!(
+                "{}: state's feature dimension {raw} does not fit its length",
+                Self::NAME
+            )));
+        };
+        if let Some(w) = decode(state, words, Self::NAME)? {
             self.dim = dim;
             self.ready = w[1] != 0.0;
             self.counts = w[2..2 + c].to_vec();
