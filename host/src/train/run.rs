@@ -218,7 +218,8 @@ impl Trainer {
                 dir
             }
         };
-        std::fs::create_dir_all(run_dir.join("models")).map_err(io(run_dir.display().to_string()))?;
+        let cannot = format!("cannot create the run directory {}", run_dir.display());
+        std::fs::create_dir_all(run_dir.join("models")).map_err(io(cannot))?;
         let ckpt_dir = run_dir.join("checkpoint");
         let resumed = match &opts.resume {
             Some(_) if ckpt_dir.join("state.json").exists() => Some(
