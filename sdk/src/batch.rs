@@ -4,8 +4,18 @@ use crate::{Error, Result, Tensor};
 
 /// The inputs of one plugin call: named tensors and named numbers.
 ///
-/// Conventional names: `input`, `labels`, `student`, `teacher`, `mask`, `teacher_weights`;
-/// numbers `step`, `epoch`, `total_steps`, `train` (1 when training).
+/// What the trainer passes:
+///
+/// | call | tensors | numbers |
+/// |---|---|---|
+/// | model `forward` | `input`: normalised images `[B, 1, 28, 28]` or `[B, 784]` | `train` (1 training, 0 evaluation) |
+/// | loss `loss` | `student`: logits `[B, C]` whose graph reaches the student; `teacher`: logits, detached (stages with a teacher); `labels`: `[B]` u32 | `step` (in the stage, from 0), `epoch` (from 1), `total_steps`, `train` |
+///
+/// Losses also read, when a caller provides them: `mask` (`[B, L]` for sequence logits
+/// `[B, L, V]`; losses then average over valid tokens), `targets` (soft targets from an augmenter),
+/// `alpha`, `temperatures`, `privacy_scores`, `student_features` / `teacher_features`. A model's
+/// taps are read through [`crate::Ctx::feature`] (`student` and `teacher` name the stage's slots).
+/// Teachers, routers and augmenters get `teachers` (`[T, B, C]`), `labels`, `input` and `train`.
 pub struct Batch<'a> {
     raw: retort_plugin_api::Batch<'a>,
     api: HostApiRef,

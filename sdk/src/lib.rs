@@ -5,6 +5,19 @@
 //! [`export_plugins!`]. Tensors are [`Tensor`] handles to host tensors: ops run in the host, on its
 //! device, inside its autograd graph. Parameters are the host's, requested through [`Ctx::var`] or
 //! the [`nn`] layers.
+//!
+//! Where to look:
+//! - [`params`] and [`Params`]: a plugin's parameters (defaults, docs, checks) from one struct;
+//!   [`Plugin`]: name, summary, construction, `state`/`load_state` for checkpoints and hot swaps.
+//! - [`Batch`]: what each call receives, by name (`student`, `teacher`, `labels`, `input`, `mask`, …).
+//! - [`Tensor`]: the ops (element-wise, reductions, softmax, matmul, layout, indexing, conv, the
+//!   fused KD rows `kl_div_rows` / `cross_entropy_rows`), with candle's names and `+ − × ÷`.
+//! - [`Ctx`]: creating tensors, parameters and buffers, the seeded RNG stream, taps and features of
+//!   other models, metrics and logs.
+//! - [`functional`]: KD building blocks (tempered log-probs, row reductions with masks, targets).
+//! - [`nn`]: layers whose weights live in the host (Linear, Conv2d, BatchNorm, LayerNorm, …).
+//!
+//! `retort new KIND NAME` scaffolds a crate with all of this wired up.
 #![allow(non_local_definitions)]
 
 mod adapter;

@@ -1,5 +1,6 @@
-//! Hot-reload costs at one thread: install → swap latency (median of 20) and the step-time cost of
-//! `--watch` when nothing changes (ratio against no watcher, median of 3 runs each).
+//! Hot-reload costs at one thread: install → swap latency (median of the first 20), resident memory
+//! after 10 and after 1000 swaps, and the step-time cost of `--watch` when nothing changes (ratio
+//! against no watcher, median of 3 runs each). `hot-swap [swaps]` (default 1000).
 //! Needs `cargo build --release` first. `cargo run --release -p retort-bench --bin hot-swap`
 use std::{
     path::{Path, PathBuf},
@@ -95,8 +96,16 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "run did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut lat = Vec::new();
-    for k in 1..=20 {
+    let total: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000).max(20);
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    let (mut lat, mut rss10) = (Vec::new(), 0);
+    for k in 1..=total {
         let t0 = now();
         variant(&base, k, &lib)?;
         let n = loop {
@@ -107,9 +116,16 @@ fn main() -> anyhow::Result<()> {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
-        lat.push((n["time"].as_f64().unwrap_or(t0) - t0) * 1e3);
-        std::thread::sleep(Duration::from_millis(50));
+        if k <= 20 {
+            lat.push((n["time"].as_f64().unwrap_or(t0) - t0) * 1e3);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if k == 10 {
+            rss10 = rss(child.id());
+        }
     }
+    let rss_end = rss(child.id());
+    let archived = std::fs::read_dir(run.join("plugins")).map(|d| d.count()).unwrap_or(0);
     child.kill()?;
     let _ = child.wait();
     lat.sort_by(f64::total_cmp);
@@ -120,12 +136,19 @@ fn main() -> anyhow::Result<()> {
         lat[lat.len() - 1]
     );
 
+    println!(
+        "resident memory: {rss10} KiB after 10 swaps, {rss_end} KiB after {total} ({:+} KiB, {:+.1} KiB per swap); \
+         {archived} builds archived in the run directory",
+        rss_end as i64 - rss10 as i64,
+        (rss_end as f64 - rss10 as f64) / (total - 10) as f64
+    );
+
     // Step time with and without a watcher on an unchanging run.
     std::fs::write(&cfg, config(&d, 3))?;
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for i in 0..6 {
         let watch = i % 2 == 1;
-        let mut args = vec!["train", cfg.to_str().unwrap_or_default()];
+        let mut args = vec!["train", cfg.to_str().unwrap_or_default(), "--overwrite"];
         if watch {
             args.push("--watch");
         }

@@ -55,6 +55,17 @@ pub enum Previous {
     Added,
 }
 
+impl Previous {
+    /// The library build it ran.
+    fn lib(&self) -> Option<&LibRef> {
+        match self {
+            Previous::Model { lib, .. } => Some(lib),
+            Previous::Loss { lib, .. } => lib.as_ref(),
+            Previous::Added => None,
+        }
+    }
+}
+
 /// The archived copy of a library build inside the run directory.
 pub fn archive_path(run_dir: &Path, r: &LibRef) -> PathBuf {
     let stem = r.path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
@@ -92,13 +103,49 @@ impl Trainer {
         Ok(lib)
     }
 
-    fn record_library(&mut self, slot: &str, plugin: &str, source: &Path, lib: &Library) -> Result<(), TrainError> {
-        let r = LibRef { plugin: plugin.to_string(), path: source.to_path_buf(), hash: lib.hash().to_string() };
-        let arch = archive_path(&self.run_dir, &r);
-        if !arch.exists() {
-            let _ = std::fs::create_dir_all(self.run_dir.join("plugins"));
-            let _ = std::fs::copy(lib.mapped_path(), &arch);
+    /// The builds a resume from a checkpoint of the current state (or a rollback after it) can need.
+    fn needed_builds(&self) -> Vec<LibRef> {
+        self.state.libraries.values().chain(self.previous.values().filter_map(Previous::lib)).cloned().collect()
+    }
+
+    /// Copies into `RUN_DIR/plugins` the builds a checkpoint of the current state pins, from the
+    /// loader's private copy (the file on disk may have been rebuilt since). Before the checkpoint
+    /// is written, so that no checkpoint names a build the run directory lacks.
+    pub(super) fn archive_libraries(&mut self) {
+        self.loaded.retain(|_, w| w.strong_count() > 0);
+        let needed = self.needed_builds();
+        let dir = self.run_dir.join("plugins");
+        let _ = std::fs::create_dir_all(&dir);
+        for r in &needed {
+            let arch = archive_path(&self.run_dir, r);
+            if let (false, Some(lib)) = (arch.exists(), self.loaded.get(&r.hash).and_then(std::sync::Weak::upgrade)) {
+                if let Err(e) = std::fs::copy(lib.mapped_path(), &arch) {
+                    tracing::warn!("cannot archive {} in {}: {e}", r.path.display(), dir.display());
+                }
+            }
         }
+    }
+
+    /// After a checkpoint: deletes archived builds it does not need (a run with many swaps would
+    /// otherwise keep a copy of every build).
+    pub(super) fn prune_archive(&self) {
+        let keep: Vec<PathBuf> = self.needed_builds().iter().map(|r| archive_path(&self.run_dir, r)).collect();
+        for e in std::fs::read_dir(self.run_dir.join("plugins")).into_iter().flatten().flatten() {
+            if !keep.contains(&e.path()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    fn record_library(
+        &mut self,
+        slot: &str,
+        plugin: &str,
+        source: &Path,
+        lib: &Arc<Library>,
+    ) -> Result<(), TrainError> {
+        let r = LibRef { plugin: plugin.to_string(), path: source.to_path_buf(), hash: lib.hash().to_string() };
+        self.loaded.insert(r.hash.clone(), Arc::downgrade(lib));
         if let Some(live) = &mut self.live {
             live.watcher
                 .watch_library(source)

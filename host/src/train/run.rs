@@ -91,6 +91,8 @@ pub struct Trainer {
     pub(super) status: String,
     /// Library builds a resumed checkpoint ran with, by slot.
     pub(super) pinned: BTreeMap<String, LibRef>,
+    /// Every library build loaded by hash (weak: a build no instance uses is unloaded).
+    pub(super) loaded: BTreeMap<String, std::sync::Weak<crate::Library>>,
     /// The version each slot ran before its last live swap (for `rollback`).
     pub(super) previous: BTreeMap<String, Previous>,
     /// Builds rolled back during the run, not swapped in again.
@@ -306,6 +308,7 @@ impl Trainer {
             status: String::new(),
             pinned: resumed.as_ref().map(|r| r.state.libraries.clone()).unwrap_or_default(),
             previous: BTreeMap::new(),
+            loaded: BTreeMap::new(),
             rolled_back: Vec::new(),
             param_count: 0,
             skipped: 0,
@@ -717,8 +720,11 @@ impl Trainer {
         // The config as it stands (with live changes) goes into the state, so a resumed run
         // continues with it; state.json is the commit point of the whole checkpoint.
         self.state.config = Some(self.cfg.to_toml());
+        self.archive_libraries();
         checkpoint::save(&dir, &mut self.state, &weights, &opt.state())
-            .map_err(io(format!("cannot write the checkpoint in {}", dir.display())))
+            .map_err(io(format!("cannot write the checkpoint in {}", dir.display())))?;
+        self.prune_archive();
+        Ok(())
     }
 
     /// Saves a model slot's weights to `models/<slot>.safetensors`.
