@@ -83,6 +83,11 @@ fn swaps_config_edits_and_rejections_during_a_run() {
     std::fs::write(&cfg, config(&d, "\"heavy\"", 8, 8)).unwrap();
     let bad = wait_for("config_rejected", || events(&run, "config_rejected").into_iter().next());
     assert!(bad["reason"].as_str().unwrap().contains("weight"), "{bad}");
+    // A live edit passes the same plugin checks as a new run: a misspelt parameter is named.
+    std::fs::write(&cfg, config(&d, "2.0", 8, 8).replace("sleep_ms =", "sleep_mss =")).unwrap();
+    let typo = wait_for("a second config_rejected", || events(&run, "config_rejected").get(1).cloned());
+    let why = typo["reason"].as_str().unwrap();
+    assert!(why.contains("stages[0].losses[0].params.sleep_mss") && why.contains("did you mean `sleep_ms`"), "{why}");
 
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

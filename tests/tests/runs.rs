@@ -230,3 +230,30 @@ fn a_loss_term_added_by_a_live_config_edit_is_trained() {
         assert_ne!(bits(now), bits(&t), "{name} was never updated: the optimizer did not get the new term");
     }
 }
+
+#[test]
+fn a_run_leaves_tensorboard_events_a_plot_and_plain_progress_lines() {
+    let d = fresh_dir("runs-observe");
+    let cfg = write(&d, "run.toml", &config(&d, "obs", 1, "{ plugin = \"hinton-kd\" }"));
+    // stderr is a pipe here, as in CI or `… 2> log`: plain lines, no colour codes.
+    let env = [("RUST_LOG", "info"), ("RETORT__LOGGING__PROGRESS", "true")];
+    let (ok, _, err) = retort(&["train", cfg.to_str().unwrap()], &env);
+    assert!(ok, "{err}");
+    assert!(err.contains("[teacher] step 20/20 (100%)") && err.contains("[student] step 16/16"), "{err}");
+    assert!(!err.contains('\u{1b}'), "no escape codes in redirected output");
+    let run = d.join("obs");
+    let tb: Vec<PathBuf> = std::fs::read_dir(run.join("tensorboard")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(tb.len(), 1);
+    let bytes = std::fs::read(&tb[0]).unwrap();
+    for tag in ["brain.Event:2", "train/loss", "train/term/hinton-kd", "eval/student/errors", "stage_started"] {
+        assert!(bytes.windows(tag.len()).any(|w| w == tag.as_bytes()), "{tag} in the event file");
+    }
+    let (ok, out, err) = retort(&["runs", "plot", run.to_str().unwrap()], &[]);
+    assert!(ok, "{out}{err}");
+    let svg = std::fs::read_to_string(run.join("plot.svg")).unwrap();
+    for part in ["<svg", "Training loss", "Evaluation errors", "Reliability", "stage_started student", "ECE"] {
+        assert!(svg.contains(part), "{part} in plot.svg");
+    }
+    let report = report(&run);
+    assert_eq!(report["models"]["student"]["reliability"].as_array().unwrap().len(), 15, "ECE bins in the report");
+}

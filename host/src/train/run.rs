@@ -480,7 +480,7 @@ impl Trainer {
                 let out = loop {
                     match self.compute_step(&st, &batch, &mut losses, &mut opt, (step, epoch, total)) {
                         Ok(o) => break Some(o),
-                        Err(StepError::Host(e)) => return Err(e),
+                        Err(StepError::Host(e)) => return Err(self.stop_on_host_error(e, &losses, &opt)),
                         Err(StepError::Fault(f)) => match self.on_fault(f, i, &mut losses, &opt)? {
                             Handled::Retry => continue,
                             Handled::Skip => break None,
@@ -533,6 +533,9 @@ impl Trainer {
                     });
                 }
                 let stop = self.opts.stop_after.is_some_and(|s| self.state.global_step >= s);
+                if stop {
+                    self.event("stopped", "run", None, None, Some(format!("--stop-after {}", self.state.global_step)));
+                }
                 let by_steps = ckpt_every > 0 && self.state.global_step % ckpt_every == 0;
                 let by_time = ckpt_minutes > 0.0 && self.last_checkpoint.elapsed().as_secs_f64() >= ckpt_minutes * 60.0;
                 if stop || by_steps || by_time {
@@ -651,6 +654,17 @@ impl Trainer {
             }
         }
         Ok(StepOut { loss_v, terms, grads })
+    }
+
+    /// A failure of the host itself inside a step: recorded, and a checkpoint of the state before
+    /// the step written when possible, so the run can be resumed once the cause is fixed.
+    fn stop_on_host_error(&mut self, e: TrainError, losses: &Losses, opt: &Optimizer) -> TrainError {
+        self.event("stopped", "host", None, None, Some(e.to_string()));
+        self.console.abandon();
+        if let Err(ck) = self.checkpoint(losses, opt) {
+            tracing::warn!("no checkpoint written after the failure: {ck}");
+        }
+        e
     }
 
     /// Gives the optimizer every trainable parameter of the trained slot and of the stage's loss
