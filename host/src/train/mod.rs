@@ -6,6 +6,7 @@ mod live;
 pub mod log;
 pub mod metrics;
 pub mod optim;
+mod optim_tensor;
 pub mod preflight;
 pub mod report;
 mod run;

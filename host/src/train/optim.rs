@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use candle_core::{backend::BackendStorage, CpuStorage, InplaceOp2, Layout, Var};
 use serde::{Deserialize, Serialize};
 
+use super::optim_tensor::{self, Moments};
 use crate::config::OptimizerSection;
 
 /// Optimizer state of one parameter (moments), serialisable for checkpoints.
@@ -21,6 +22,10 @@ pub struct Optimizer {
     state: Vec<ParamState>,
     /// Moments from a checkpoint for parameters not created yet (a plugin makes them later).
     pending: Vec<(String, ParamState)>,
+    /// Moments as tensors on the parameter's device, for parameters updated by tensor ops.
+    moments: Vec<Moments>,
+    /// Update every parameter with tensor ops, also on the CPU (what any other device runs).
+    tensor_path: bool,
     /// Steps taken (Adam's bias correction uses it).
     pub steps: u64,
 }
@@ -105,7 +110,15 @@ impl Optimizer {
     /// An optimizer for `params` (name, variable).
     pub fn new(kind: OptimizerSection, params: Vec<(String, Var)>) -> Self {
         let state = vec![ParamState::default(); params.len()];
-        Optimizer { kind, params, state, pending: Vec::new(), steps: 0 }
+        let moments = vec![Moments::default(); params.len()];
+        Optimizer { kind, params, state, pending: Vec::new(), moments, tensor_path: false, steps: 0 }
+    }
+
+    /// Updates CPU parameters with tensor ops too, not the fused pass: the path parameters on
+    /// other devices take, so that it can be checked on any machine.
+    pub fn with_tensor_path(mut self) -> Self {
+        self.tensor_path = true;
+        self
     }
 
     /// Whether parameter `name` is updated by this optimizer.
@@ -126,6 +139,7 @@ impl Optimizer {
             };
             self.params.push((name, var));
             self.state.push(st);
+            self.moments.push(Moments::default());
         }
     }
 
@@ -140,8 +154,13 @@ impl Optimizer {
     /// gradient are left alone).
     pub fn step(&mut self, grads: &candle_core::backprop::GradStore, lr: f64) -> candle_core::Result<()> {
         self.steps += 1;
-        for ((_, var), st) in self.params.iter().zip(self.state.iter_mut()) {
+        let params = self.params.iter().zip(self.state.iter_mut()).zip(self.moments.iter_mut());
+        for (((_, var), st), mo) in params {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            if self.tensor_path || !var.device().is_cpu() {
+                optim_tensor::update(&self.kind, var, g, st, mo, lr, self.steps)?;
+                continue;
+            }
             let g = g.contiguous()?;
             let upd = Update { kind: &self.kind, lr: lr as f32, step: self.steps, state: RefCell::new(st) };
             var.as_tensor().inplace_op2(&g, &upd)?;
@@ -173,10 +192,15 @@ impl Optimizer {
         Ok(norm)
     }
 
-    /// Moments by parameter name, for checkpoints (with those still waiting for their parameter).
-    pub fn state(&self) -> Vec<(String, ParamState)> {
-        let own = self.params.iter().map(|(n, _)| n.clone()).zip(self.state.iter().cloned());
-        own.chain(self.pending.iter().cloned()).collect()
+    /// Moments by parameter name, for checkpoints (with those still waiting for their parameter);
+    /// moments held on a device are copied to the host.
+    pub fn state(&self) -> candle_core::Result<Vec<(String, ParamState)>> {
+        let mut out = Vec::with_capacity(self.params.len() + self.pending.len());
+        for (((name, _), st), mo) in self.params.iter().zip(&self.state).zip(&self.moments) {
+            out.push((name.clone(), mo.to_state()?.unwrap_or_else(|| st.clone())));
+        }
+        out.extend(self.pending.iter().cloned());
+        Ok(out)
     }
 
     /// Restores moments saved by [`Optimizer::state`].
@@ -184,7 +208,10 @@ impl Optimizer {
         self.pending.clear();
         for (name, s) in saved {
             match self.params.iter().position(|(n, _)| n == name) {
-                Some(i) => self.state[i] = s.clone(),
+                Some(i) => {
+                    self.state[i] = s.clone();
+                    self.moments[i] = Moments::default();
+                }
                 None => self.pending.push((name.clone(), s.clone())),
             }
         }
@@ -274,5 +301,58 @@ mod tests {
         assert!((n - 10.0).abs() < 1e-6);
         let clipped = g.get(var.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
         assert!((clipped[0] - 0.6).abs() < 1e-5 && (clipped[1] - 0.8).abs() < 1e-5);
+    }
+
+    /// Runs `steps` updates of a [3, 4] parameter towards a target. The optimizer is rebuilt from
+    /// its checkpointed state after `cut` steps; it uses tensor ops from step `tensor_from` on
+    /// (`Some(0)`: throughout; `None`: the fused pass throughout).
+    fn trajectory(kind: &OptimizerSection, tensor_from: Option<usize>, cut: Option<usize>) -> Vec<f32> {
+        let d = Device::Cpu;
+        let init: Vec<f32> = (0..12).map(|i| ((i * 7) % 12) as f32 / 6.0 - 1.0).collect();
+        let var = Var::from_tensor(&Tensor::from_vec(init, (3, 4), &d).unwrap()).unwrap();
+        let target = Tensor::from_vec((0..12).map(|i| (i as f32).sin()).collect::<Vec<_>>(), (3, 4), &d).unwrap();
+        let make = |tensor: bool| {
+            let o = Optimizer::new(kind.clone(), vec![("w".into(), var.clone())]);
+            if tensor {
+                o.with_tensor_path()
+            } else {
+                o
+            }
+        };
+        let mut opt = make(tensor_from == Some(0));
+        for s in 0..8 {
+            if cut == Some(s) {
+                let (saved, n) = (opt.state().unwrap(), opt.steps);
+                opt = make(tensor_from.is_some_and(|t| s >= t));
+                opt.load_state(&saved, n);
+            }
+            opt.step(&grads_for(&var, &target), 0.05 * (1.0 + s as f64 / 10.0)).unwrap();
+        }
+        var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// The tensor-op path (what a CUDA or other non-CPU parameter runs) against the fused pass.
+    #[test]
+    fn tensor_path_matches_the_fused_pass_and_checkpoints_its_moments() {
+        let kinds = [
+            OptimizerSection::Adamw { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
+            OptimizerSection::Sgd { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0 },
+            OptimizerSection::Sgd { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-3 },
+            OptimizerSection::Sgd { lr: 0.05, momentum: 0.0, nesterov: false, weight_decay: 1e-3 },
+        ];
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{what}: {a:?} vs {b:?}");
+            }
+        };
+        for kind in &kinds {
+            let fused = trajectory(kind, None, None);
+            let tensor = trajectory(kind, Some(0), None);
+            close(&fused, &tensor, &format!("{kind:?} tensor path"));
+            // Device moments leave for a checkpoint and come back exactly.
+            assert_eq!(trajectory(kind, Some(0), Some(3)), tensor, "{kind:?}: resumed tensor path");
+            // A fused run's checkpoint continues on the tensor path (a run moved to another device).
+            close(&fused, &trajectory(kind, Some(3), Some(3)), &format!("{kind:?} fused then tensor"));
+        }
     }
 }

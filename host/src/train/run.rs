@@ -735,7 +735,7 @@ impl Trainer {
         // continues with it; state.json is the commit point of the whole checkpoint.
         self.state.config = Some(self.cfg.to_toml());
         self.archive_libraries();
-        checkpoint::save(&dir, &mut self.state, &weights, &opt.state())
+        checkpoint::save(&dir, &mut self.state, &weights, &opt.state()?)
             .map_err(io(format!("cannot write the checkpoint in {}", dir.display())))?;
         self.prune_archive();
         Ok(())
