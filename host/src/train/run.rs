@@ -169,9 +169,14 @@ fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
     }
     let d = dir.display();
     if !overwrite {
+        let what = if dir.join("report.json").exists() {
+            "holds a finished run".to_string()
+        } else {
+            format!("holds an unfinished run: continue it with `retort train --resume {d}`")
+        };
         return Err(TrainError::Other(format!(
-            "run directory {d} already exists: continue it with `retort train --resume {d}`, start over with \
-             `retort train … --overwrite`, or change run.name"
+            "run directory {d} already exists and {what}; start over with `retort train … --overwrite`, or \
+             change run.name"
         )));
     }
     if !dir.join("config.toml").exists() {
