@@ -124,7 +124,10 @@ fn an_existing_run_is_refused_unless_overwritten_and_overwriting_clears_stale_mo
     let run = d.join("o");
     let before = std::fs::read(run.join("report.json")).unwrap();
     let (ok, _, err) = retort(&["train", c], &[]);
-    assert!(!ok && err.contains("already exists") && err.contains("finished run") && err.contains("--overwrite"), "{err}");
+    assert!(
+        !ok && err.contains("already exists") && err.contains("finished run") && err.contains("--overwrite"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(run.join("report.json")).unwrap(), before, "the refused run touched nothing");
     std::fs::write(run.join("models/stale.safetensors"), b"old").unwrap();
     let (ok, _, err) = retort(&["train", c, "--overwrite"], &[]);
