@@ -19,15 +19,5 @@ pub enum HostError {
     Io(#[from] std::io::Error),
 }
 
-impl HostError {
-    /// The plugin a failure came from, when it came from one (its error, panic or NaN).
-    pub fn plugin(&self) -> Option<&str> {
-        match self {
-            HostError::Plugin { plugin, .. } | HostError::NonFinite { plugin, .. } => Some(plugin),
-            _ => None,
-        }
-    }
-}
-
 /// Result with [`HostError`].
 pub type Result<T, E = HostError> = std::result::Result<T, E>;

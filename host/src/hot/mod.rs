@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 pub struct Event {
     /// The optimizer step of the run at which it happened (applied before this step).
     pub step: u64,
-    /// `swap`, `swap_rejected`, `config_applied`, `config_rejected`, `build_failed`.
+    /// `swap`, `swap_rejected`, `swap_rolled_back`, `config_applied`, `config_rejected`,
+    /// `build_failed`, `step_skipped`, `stopped`, `resumed`, `stage_started`.
     pub event: String,
     /// The slot concerned (`student`, `loss.student.hinton-kd`, `config`, …).
     pub slot: String,

@@ -81,7 +81,7 @@ impl Trainer {
     ) -> Result<Handled, TrainError> {
         let faults = self.cfg.faults.clone();
         let policy = if f.nonfinite { faults.on_nonfinite } else { faults.on_plugin_error };
-        tracing::warn!(slot = %f.slot, ?policy, "step failed: {}", f.message);
+        tracing::info!(slot = %f.slot, ?policy, "step failed: {}", f.message);
         match policy {
             FaultPolicy::Rollback if self.roll_back(&f.slot, stage, losses, &f.message) => return Ok(Handled::Retry),
             FaultPolicy::SkipStep if faults.max_skipped_steps == 0 || self.skipped < faults.max_skipped_steps => {

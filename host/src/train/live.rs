@@ -176,11 +176,10 @@ impl Trainer {
         let first = e.reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("");
         let line =
             format!("[step {}] {short}{}", e.step, if first.is_empty() { String::new() } else { format!(": {first}") });
+        // The terminal gets the one-line form below; the log keeps the whole reason.
         match &e.reason {
-            Some(r) if e.event.ends_with("rejected") || e.event == "build_failed" || e.event == "stopped" => {
-                tracing::warn!(step = e.step, slot = %e.slot, "{}: {r}", e.event)
-            }
-            _ => tracing::info!(step = e.step, slot = %e.slot, "{}", e.event),
+            Some(r) => tracing::info!(step = e.step, slot = %e.slot, "{}: {r}", e.event),
+            None => tracing::info!(step = e.step, slot = %e.slot, "{}", e.event),
         }
         self.console.line(&line);
         let step = e.step;
