@@ -76,6 +76,9 @@ pub fn load_str(text: &str, format: FileFormat, source: ConfigSource) -> Result<
         let key = e.path().to_string();
         let env = env_overrides().into_iter().find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")));
         let mut message = e.into_inner().to_string();
+        if let Some(hint) = typo_hint(&message) {
+            message = format!("{hint}{message}");
+        }
         if let Some((_, var)) = env {
             message.push_str(&format!(" (set by environment variable {var})"));
         }
@@ -83,6 +86,25 @@ pub fn load_str(text: &str, format: FileFormat, source: ConfigSource) -> Result<
     })?;
     validate(&cfg).map_err(|(key, message)| ConfigError { source_name, key: Some(key), message })?;
     Ok(cfg)
+}
+
+/// The known name closest to `wrong`, when it is close enough to be a likely typo.
+pub fn closest<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(wrong, k), k))
+        .filter(|(d, k)| *d <= (k.len().max(wrong.len()) / 3).max(1) || k.starts_with(wrong) || wrong.starts_with(k))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// "did you mean `x`? " for serde's "unknown field `y`, expected one of `a`, `b`…" when one of the
+/// expected names is close to the unknown one.
+fn typo_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (wrong, expected) = rest.split_once('`')?;
+    let names = expected.split('`').skip(1).step_by(2);
+    closest(wrong, names).map(|k| format!("did you mean `{k}`? "))
 }
 
 /// Checks what the types cannot: references between sections and value ranges.
@@ -234,8 +256,10 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("test.toml: "), "{msg}");
         assert!(msg.contains("batch_sise") && msg.contains("batch_size"), "{msg}");
+        assert!(msg.contains("did you mean `batch_size`?"), "{msg}");
         let e = load(&MINIMAL.replace("epochs = 1", "epochs = 1\nteachr = \"a\"")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("stages[0].teachr"), "{e}");
+        assert!(e.to_string().contains("did you mean `teacher`?"), "{e}");
     }
 
     #[test]

@@ -3,5 +3,5 @@
 mod load;
 mod schema;
 
-pub use load::{load_file, load_str, ConfigError, ConfigSource, DEFAULT_CONFIG};
+pub use load::{closest, load_file, load_str, ConfigError, ConfigSource, DEFAULT_CONFIG};
 pub use schema::*;

@@ -9,20 +9,10 @@ use retort_plugin_api::codes::kind;
 use serde_json::Value;
 
 use crate::{
-    config::{ConfigError, RunConfig},
+    config::{closest, ConfigError, RunConfig},
     loader::{PluginMeta, Registry},
     Host, LossInstance, ModelInstance,
 };
-
-/// The known name closest to `wrong`, when it is close enough to be a likely typo.
-pub fn closest<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .into_iter()
-        .map(|k| (strsim::damerau_levenshtein(wrong, k), k))
-        .filter(|(d, k)| *d <= (k.len().max(wrong.len()) / 3).max(1) || k.starts_with(wrong) || wrong.starts_with(k))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
 
 fn did_you_mean(s: Option<&str>) -> String {
     s.map(|k| format!("did you mean `{k}`? ")).unwrap_or_default()
