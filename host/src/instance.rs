@@ -207,11 +207,14 @@ impl LossInstance {
 
     /// The loss for these inputs: a finite scalar, or an error naming the plugin.
     pub fn loss(&mut self, inputs: &Inputs) -> Result<Tensor> {
-        self.loss_and_value(inputs).map(|(t, _)| t)
+        let t = self.loss_unread(inputs)?;
+        self.value(&t)?;
+        Ok(t)
     }
 
-    /// As [`Instance::loss`], with the value it read to check finiteness (no second read).
-    pub fn loss_and_value(&mut self, inputs: &Inputs) -> Result<(Tensor, f64)> {
+    /// The loss as a scalar tensor, not read back: the trainer checks the sum of a step's terms
+    /// with one read and calls [`LossInstance::value`] only to find which term failed.
+    pub fn loss_unread(&mut self, inputs: &Inputs) -> Result<Tensor> {
         let r = inputs.with_batch(|b| self.obj.loss(b));
         let t = self.take_tensor(r)?;
         if t.elem_count() != 1 {
@@ -219,7 +222,12 @@ impl LossInstance {
                 self.fail(ApiError::new(code::INVALID, format!("returned shape {:?}, expected a scalar", t.dims())))
             );
         }
-        let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0];
+        Ok(t.reshape(())?)
+    }
+
+    /// The value of a loss this plugin returned, or an error naming the plugin when it is not finite.
+    pub fn value(&self, t: &Tensor) -> Result<f64> {
+        let v = t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         if !v.is_finite() {
             return Err(HostError::NonFinite {
                 plugin: self.meta.name.clone(),
@@ -227,7 +235,7 @@ impl LossInstance {
                 value: v,
             });
         }
-        Ok((t.reshape(())?, v))
+        Ok(v)
     }
 }
 

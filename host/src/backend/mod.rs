@@ -1,6 +1,8 @@
 //! The candle backend: host objects behind tensor and context handles, and the function table.
 pub mod conv;
 mod ctx;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod fused;
 mod grad_sink;
 mod handle;

@@ -62,6 +62,17 @@ impl CustomOp2 for KlRows {
         Ok((CpuStorage::F32(out), Shape::from(&l1.dims()[..l1.dims().len() - 1])))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::kl_rows(s1, l1, s2, l2, self.tau)
+    }
+
     fn bwd(&self, p: &Tensor, q: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let gp = if p.track_op() {
@@ -121,6 +132,19 @@ impl CustomOp3 for KlRowsGrad {
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::kl_rows_grad(s1, l1, s2, l2, s3, l3, self.tau, self.wrt_p)
+    }
 }
 
 /// Hard-label cross-entropy per row, `−log softmax(z)[y]`, 0 for labels < 0; `[…, C]` → `[…]`.
@@ -144,6 +168,17 @@ impl CustomOp2 for CeRows {
             });
         }
         Ok((CpuStorage::F32(out), Shape::from(&l1.dims()[..l1.dims().len() - 1])))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::ce_rows(s1, l1, s2, l2)
     }
 
     fn bwd(&self, z: &Tensor, y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -196,10 +231,25 @@ impl CustomOp3 for CeRowsGrad {
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::ce_rows_grad(s1, l1, s2, l2, s3, l3)
+    }
 }
 
+/// Whether the one-pass kernels serve these operands: f32 on the CPU, or on CUDA in a CUDA build.
 fn fused_ok(xs: &[&Tensor]) -> bool {
-    xs.iter().all(|x| matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32)
+    let device_ok = |d: &Device| d.is_cpu() || cfg!(feature = "cuda") && d.is_cuda();
+    xs.iter().all(|x| device_ok(x.device()) && x.dtype() == DType::F32)
 }
 
 /// Per-row `KL(softmax(p/τ) ‖ softmax(q/τ))` over the last dim: fused on CPU f32, the plain
@@ -222,7 +272,9 @@ pub fn kl_rows(p: &Tensor, q: &Tensor, tau: f64) -> Result<Tensor> {
 }
 
 /// Per-row hard-label cross-entropy over the last dim (labels `[…]`, any integer dtype; < 0 ignored
-/// with value 0): fused on CPU f32, the plain composition elsewhere.
+/// with value 0): fused on CPU f32 and CUDA, the plain composition elsewhere. A label past the
+/// classes is an error on the CPU and a NaN row on CUDA (no host round trip to check it there;
+/// the trainer's loss check catches the NaN).
 pub fn ce_rows(z: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let rows = &z.dims()[..z.rank().saturating_sub(1)];
     if z.rank() == 0 || labels.elem_count() != rows.iter().product::<usize>() {

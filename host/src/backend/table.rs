@@ -181,6 +181,13 @@ extern "C" fn h_dropout(ctx: RawCtx, x: RawTensor, p: f64, train: bool) -> ApiRe
             return Err(OpError::Invalid(format!("dropout probability must be in [0, 1), got {p}")));
         }
         let c = cx(ctx);
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            // Drawn on the device from a seed of the plugin's stream: no mask crosses the bus.
+            let seed = c.with_rng(|rng| rand::Rng::random::<u64>(rng));
+            let mask = super::cuda::dropout_mask(x, p, seed)?.to_dtype(x.dtype())?;
+            return Ok(x.mul(&mask)?);
+        }
         let keep = c
             .with_rng(|rng| sample(rng, retort_plugin_api::codes::dist::BERNOULLI, 1.0 - p, 0.0, x.dims(), &c.device))
             .map_err(OpError::Invalid)?;

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::Dataset;
+use super::{Dataset, DeviceSet};
 
 /// One batch: images `[B, 1, H, W]` (normalised f32) and labels `[B]` (u32).
 pub struct Batch {
@@ -53,6 +53,18 @@ impl BatchPlan {
         idx
     }
 
+    /// The samples of batch `b` of `epoch` and each one's jitter shift `(dy, dx)`: all the
+    /// randomness of a batch, shared by the host and the device paths.
+    pub fn draw(&self, order: &[usize], epoch: u64, b: usize) -> (Vec<usize>, Vec<(i64, i64)>) {
+        let bs = self.batch_size.max(1);
+        let ids = order[b * bs..((b + 1) * bs).min(order.len())].to_vec();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xa11c_e5ee_d000 ^ (epoch << 32) ^ b as u64);
+        let j = self.jitter as i64;
+        let shifts =
+            ids.iter().map(|_| if j > 0 { (rng.random_range(-j..=j), rng.random_range(-j..=j)) } else { (0, 0) }).collect();
+        (ids, shifts)
+    }
+
     /// Builds batch `b` of `epoch` (CPU work only; the tensor is made on `device`).
     pub fn make(
         &self,
@@ -62,23 +74,19 @@ impl BatchPlan {
         b: usize,
         device: &Device,
     ) -> candle_core::Result<Batch> {
-        let bs = self.batch_size.max(1);
-        let ids = &order[b * bs..((b + 1) * bs).min(order.len())];
+        let (ids, shifts) = self.draw(order, epoch, b);
         let (h, w) = (data.height, data.width);
         let p = h * w;
         let mut x = vec![0f32; ids.len() * p];
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xa11c_e5ee_d000 ^ (epoch << 32) ^ b as u64);
         let bg = (0.0 - self.mean) / self.std;
-        for (k, &i) in ids.iter().enumerate() {
+        for (k, (&i, &(dy, dx))) in ids.iter().zip(&shifts).enumerate() {
             let src = &data.images[i * p..(i + 1) * p];
             let dst = &mut x[k * p..(k + 1) * p];
-            let j = self.jitter as i64;
-            let (dy, dx) = if j > 0 { (rng.random_range(-j..=j), rng.random_range(-j..=j)) } else { (0, 0) };
             for r in 0..h as i64 {
                 for c in 0..w as i64 {
                     let (sr, sc) = (r - dy, c - dx);
                     dst[(r * w as i64 + c) as usize] = if sr >= 0 && sr < h as i64 && sc >= 0 && sc < w as i64 {
-                        (src[(sr * w as i64 + sc) as usize] as f32 / 255.0 - self.mean) / self.std
+                        self.normalise(src[(sr * w as i64 + sc) as usize])
                     } else {
                         bg
                     };
@@ -92,16 +100,26 @@ impl BatchPlan {
             index: b,
         })
     }
+
+    /// A pixel byte as the model sees it.
+    pub fn normalise(&self, v: u8) -> f32 {
+        (v as f32 / 255.0 - self.mean) / self.std
+    }
 }
 
-/// An epoch's batches, produced ahead on a background thread (two in flight).
+/// An epoch's batches: made on the host on a background thread (two in flight), or gathered
+/// on the device from a [`DeviceSet`] uploaded once.
 pub struct Batches {
-    rx: mpsc::Receiver<candle_core::Result<Batch>>,
-    worker: Option<JoinHandle<()>>,
+    source: Source,
+}
+
+enum Source {
+    Host { rx: mpsc::Receiver<candle_core::Result<Batch>>, worker: Option<JoinHandle<()>> },
+    Device { set: Arc<DeviceSet>, plan: BatchPlan, order: Vec<usize>, epoch: u64, next: usize, end: usize },
 }
 
 impl Batches {
-    /// Starts producing batches `start..` of `epoch`.
+    /// Starts producing batches `start..` of `epoch` on the host.
     pub fn start(data: Arc<Dataset>, plan: BatchPlan, epoch: u64, start: usize, device: Device) -> Batches {
         let (tx, rx) = mpsc::sync_channel(2);
         let worker = std::thread::Builder::new()
@@ -115,24 +133,45 @@ impl Batches {
                 }
             })
             .ok();
-        Batches { rx, worker }
+        Batches { source: Source::Host { rx, worker } }
+    }
+
+    /// Batches `start..` of `epoch` gathered on the device from `set` (uploaded with `plan`);
+    /// the same batches, in the same order, as [`Batches::start`].
+    pub fn on_device(set: Arc<DeviceSet>, n: usize, plan: BatchPlan, epoch: u64, start: usize) -> Batches {
+        let order = plan.order(n, epoch);
+        let end = plan.batches(n);
+        Batches { source: Source::Device { set, plan, order, epoch, next: start, end } }
     }
 }
 
 impl Iterator for Batches {
     type Item = candle_core::Result<Batch>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.rx.recv().ok()
+        match &mut self.source {
+            Source::Host { rx, .. } => rx.recv().ok(),
+            Source::Device { set, plan, order, epoch, next, end } => {
+                if *next >= *end {
+                    return None;
+                }
+                let b = *next;
+                *next += 1;
+                let (ids, shifts) = plan.draw(order, *epoch, b);
+                Some(set.batch(&ids, &shifts, b))
+            }
+        }
     }
 }
 
 impl Drop for Batches {
     fn drop(&mut self) {
-        // Closing the receiver stops the worker at its next send.
-        let (_, dead) = mpsc::sync_channel(1);
-        self.rx = dead;
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
+        if let Source::Host { rx, worker } = &mut self.source {
+            // Closing the receiver stops the worker at its next send.
+            let (_, dead) = mpsc::sync_channel(1);
+            *rx = dead;
+            if let Some(w) = worker.take() {
+                let _ = w.join();
+            }
         }
     }
 }
@@ -185,5 +224,25 @@ mod tests {
             x0.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             xj.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         );
+    }
+
+    #[test]
+    fn device_path_gathers_the_host_batches() {
+        // The device path run on the CPU: the same values, bit for bit, with and without jitter.
+        let data = toy();
+        for jitter in [0, 1] {
+            let p = plan(jitter);
+            let set = Arc::new(DeviceSet::upload(&data, &p, &Device::Cpu).unwrap());
+            let host: Vec<Batch> = Batches::start(data.clone(), p.clone(), 4, 1, Device::Cpu).map(|b| b.unwrap()).collect();
+            let dev: Vec<Batch> = Batches::on_device(set, data.len(), p, 4, 1).map(|b| b.unwrap()).collect();
+            assert_eq!(host.len(), dev.len());
+            for (a, b) in host.iter().zip(&dev) {
+                assert_eq!(a.index, b.index);
+                assert_eq!(a.images.dims(), b.images.dims());
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(flat(&a.images), flat(&b.images), "jitter {jitter}, batch {}", a.index);
+                assert_eq!(a.labels.to_vec1::<u32>().unwrap(), b.labels.to_vec1::<u32>().unwrap());
+            }
+        }
     }
 }

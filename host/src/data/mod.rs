@@ -1,10 +1,13 @@
-//! Image-classification data: IDX files, in-memory datasets, seeded batching on a thread.
+//! Image-classification data: IDX files, in-memory datasets, seeded batching on a thread or
+//! gathered on the device.
 mod batches;
 mod dataset;
+mod device;
 mod idx;
 
 pub use batches::{Batch, BatchPlan, Batches};
 pub use dataset::{Dataset, DatasetSpec, Split};
+pub use device::DeviceSet;
 pub use idx::{parse_idx, read_idx, IdxArray};
 
 /// Errors reading data.

@@ -9,14 +9,16 @@ use crate::{config::FaultPolicy, HostError};
 /// The result of one step's forwards, losses and backward.
 pub struct StepOut {
     pub loss_v: f64,
-    pub terms: serde_json::Map<String, serde_json::Value>,
+    /// Each term's (unweighted) value, left on the device until a log line reads it.
+    pub terms: Vec<(String, candle_core::Tensor)>,
     pub grads: GradStore,
 }
 
 /// A step that failed in a plugin (or produced non-finite values).
 #[derive(Debug)]
 pub struct Fault {
-    /// The slot it came from (`student`, `loss.student.hinton-kd`), or `gradients`.
+    /// The slot it came from (`student`, `loss.student.hinton-kd`), or `gradients` / `loss` (the
+    /// weighted sum).
     pub slot: String,
     /// NaN/∞ rather than an error or panic.
     pub nonfinite: bool,
@@ -46,6 +48,11 @@ impl StepError {
     }
 
     /// The global gradient norm came out NaN or infinite.
+    /// The weighted sum of finite terms overflowed.
+    pub fn nonfinite_sum(sum: f64) -> Self {
+        StepError::Fault(Fault { slot: "loss".into(), nonfinite: true, message: format!("the weighted loss sum is {sum}") })
+    }
+
     pub fn nonfinite_gradients(norm: f64) -> Self {
         StepError::Fault(Fault {
             slot: "gradients".into(),

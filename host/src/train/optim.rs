@@ -157,6 +157,11 @@ impl Optimizer {
         let params = self.params.iter().zip(self.state.iter_mut()).zip(self.moments.iter_mut());
         for (((_, var), st), mo) in params {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            #[cfg(feature = "cuda")]
+            if !self.tensor_path && var.device().is_cuda() && var.dtype() == candle_core::DType::F32 {
+                optim_tensor::update_cuda(&self.kind, var, g, st, mo, lr, self.steps)?;
+                continue;
+            }
             if self.tensor_path || !var.device().is_cpu() {
                 optim_tensor::update(&self.kind, var, g, st, mo, lr, self.steps)?;
                 continue;
@@ -168,19 +173,32 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Scales every gradient so that their global L2 norm is at most `max_norm`; returns the norm.
-    pub fn clip_grad_norm(
-        &self,
-        grads: &mut candle_core::backprop::GradStore,
-        max_norm: f64,
-    ) -> candle_core::Result<f64> {
-        let mut total = 0f64;
+    /// The squared global L2 norm of the gradients as an f64 scalar on their device (summed in
+    /// f64 there, parameter by parameter): no read, the caller reads it with the loss.
+    pub fn grad_norm_sq(&self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<candle_core::Tensor> {
+        let mut total: Option<candle_core::Tensor> = None;
         for (_, var) in &self.params {
             if let Some(g) = grads.get(var.as_tensor()) {
-                total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                let s = g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?;
+                total = Some(match total {
+                    Some(t) => (t + s)?,
+                    None => s,
+                });
             }
         }
-        let norm = total.sqrt();
+        match total {
+            Some(t) => Ok(t),
+            None => candle_core::Tensor::zeros((), candle_core::DType::F64, &candle_core::Device::Cpu),
+        }
+    }
+
+    /// Scales every gradient by `max_norm / norm` when the global norm `norm` exceeds `max_norm`.
+    pub fn clip_grads(
+        &self,
+        grads: &mut candle_core::backprop::GradStore,
+        norm: f64,
+        max_norm: f64,
+    ) -> candle_core::Result<()> {
         if max_norm > 0.0 && norm > max_norm {
             let s = max_norm / (norm + 1e-6);
             for (_, var) in &self.params {
@@ -189,6 +207,17 @@ impl Optimizer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Scales every gradient so that their global L2 norm is at most `max_norm`; returns the norm.
+    pub fn clip_grad_norm(
+        &self,
+        grads: &mut candle_core::backprop::GradStore,
+        max_norm: f64,
+    ) -> candle_core::Result<f64> {
+        let norm = self.grad_norm_sq(grads)?.to_scalar::<f64>()?.sqrt();
+        self.clip_grads(grads, norm, max_norm)?;
         Ok(norm)
     }
 

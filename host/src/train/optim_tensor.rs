@@ -90,3 +90,46 @@ pub fn update(
     }
     Ok(())
 }
+
+/// A moment for `w` on its device: restored from a checkpoint when one fits, else zeros.
+#[cfg(feature = "cuda")]
+fn moment_or_zeros(slot: &mut Option<Tensor>, saved: &mut Vec<f32>, w: &Tensor) -> candle_core::Result<Tensor> {
+    if slot.is_none() {
+        *slot = match restored(saved, w)? {
+            Some(t) => Some(t),
+            None => Some(Tensor::zeros(w.shape(), w.dtype(), w.device())?),
+        };
+    }
+    slot.clone().ok_or_else(|| candle_core::Error::Msg("optimizer: moment missing".into()))
+}
+
+/// The same update as [`update`] as one CUDA kernel launch per parameter (moments as device
+/// tensors, updated in place with the parameter).
+#[cfg(feature = "cuda")]
+pub fn update_cuda(
+    kind: &OptimizerSection,
+    var: &Var,
+    g: &Tensor,
+    saved: &mut ParamState,
+    mo: &mut Moments,
+    lr: f64,
+    step: u64,
+) -> candle_core::Result<()> {
+    use crate::backend::cuda;
+    let w = var.as_tensor();
+    let g = g.to_dtype(w.dtype())?;
+    match *kind {
+        OptimizerSection::Sgd { momentum, nesterov, weight_decay, .. } => {
+            let buf = if momentum != 0.0 { Some(moment_or_zeros(&mut mo.m, &mut saved.m, w)?) } else { None };
+            // PyTorch: the buffer starts as the first gradient.
+            let first = step == 1;
+            cuda::sgd(w, &g, buf.as_ref(), lr as f32, (momentum as f32, weight_decay as f32, nesterov), first)
+        }
+        OptimizerSection::Adamw { beta1, beta2, eps, weight_decay, .. } => {
+            let m = moment_or_zeros(&mut mo.m, &mut saved.m, w)?;
+            let v = moment_or_zeros(&mut mo.v, &mut saved.v, w)?;
+            let h = (beta1 as f32, beta2 as f32, eps as f32, weight_decay as f32);
+            cuda::adamw(w, &g, &m, &v, lr as f32, h, step)
+        }
+    }
+}

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     config::{LossSection, RunConfig, StageSection},
-    data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, Split},
+    data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, DeviceSet, Split},
     loader::{search_dirs, Registry},
     Host, Inputs, LossInstance, ModelInstance,
 };
@@ -107,6 +107,8 @@ pub struct Trainer {
     last_checkpoint: Instant,
     /// Since when wall time was last added to `state.wall_seconds`.
     wall_mark: Instant,
+    /// Datasets uploaded to a non-CPU device, by (dataset, jitter): uploaded once per run.
+    device_sets: Vec<((usize, usize), Arc<DeviceSet>)>,
 }
 
 /// `data/<name>` found from `dir`, the working directory or the executable's ancestors.
@@ -319,6 +321,7 @@ impl Trainer {
             skipped: 0,
             last_checkpoint: Instant::now(),
             wall_mark: Instant::now(),
+            device_sets: Vec::new(),
         };
         for (slot, m) in t.cfg.models.clone() {
             let lib = t.load_plugin(&slot, &m.plugin, kind::MODEL)?;
@@ -477,8 +480,7 @@ impl Trainer {
             let start_batch = if epoch == start_epoch { self.state.batch } else { 0 };
             self.state.epoch = epoch;
             let mut t0 = Instant::now();
-            for batch in Batches::start(data.clone(), plan.clone(), epoch as u64, start_batch, self.host.device.clone())
-            {
+            for batch in self.batches(&data, &plan, epoch as u64, start_batch)? {
                 let batch = batch?;
                 self.poll_live(i, &mut losses)?;
                 let step = self.state.stage_step as usize;
@@ -517,6 +519,11 @@ impl Trainer {
                             plugin_metrics.insert(inst.ctx().role.clone(), m.into());
                         }
                     }
+                    let mut term_values = serde_json::Map::new();
+                    for (k, v) in &terms {
+                        term_values.insert(k.clone(), json!(v.to_dtype(DType::F64)?.to_scalar::<f64>()?));
+                    }
+                    let terms = term_values;
                     let mut rec = json!({
                         "type": "train", "stage": st.name, "epoch": epoch + 1, "step": self.state.global_step,
                         "stage_step": self.state.stage_step, "loss": loss_v, "terms": terms, "lr": lr,
@@ -635,28 +642,44 @@ impl Trainer {
         if let Some(t) = &teacher {
             inputs = inputs.tensor("teacher", t);
         }
-        let mut terms = serde_json::Map::new();
+        let mut terms = Vec::with_capacity(losses.len());
         let mut sum: Option<Tensor> = None;
         for (sec, inst) in losses.iter_mut() {
-            let (v, value) = inst.loss_and_value(&inputs).map_err(|e| StepError::plugin(&inst.ctx().role, e))?;
+            let v = inst.loss_unread(&inputs).map_err(|e| StepError::plugin(&inst.ctx().role, e))?;
             let w = sec.weight * weight_factor(sec.weight_schedule.as_ref(), step, total, epoch + 1);
-            terms.insert(sec.term_name().to_string(), json!(value));
             let wv = v.affine(w, 0.0)?;
+            terms.push((sec.term_name().to_string(), v.detach()));
             sum = Some(match sum {
                 Some(s) => (s + wv)?,
                 None => wv,
             });
         }
         let loss = sum.ok_or_else(|| TrainError::Other("stage without losses".into()))?;
-        let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         // Parameters a plugin made during this step (or a term added live) train from now on.
         self.sync_optimizer(&st.train, losses, opt);
         let mut grads = crate::backend::backward(&loss)?;
-        if st.clip_grad_norm > 0.0 {
-            let norm = opt.clip_grad_norm(&mut grads, st.clip_grad_norm)?;
+        let clip = st.clip_grad_norm > 0.0;
+        // The step's one read from the device, after the backward is queued: the loss (and the
+        // squared gradient norm when clipping), checked before the optimizer may use them.
+        let mut probe = vec![loss.to_dtype(DType::F64)?.reshape(1)?];
+        if clip {
+            probe.push(opt.grad_norm_sq(&grads)?.reshape(1)?);
+        }
+        let read = Tensor::cat(&probe, 0)?.to_vec1::<f64>()?;
+        let loss_v = read[0];
+        if !loss_v.is_finite() {
+            // Only now each term is read, to name the one that failed.
+            for ((_, inst), (_, v)) in losses.iter().zip(&terms) {
+                inst.value(v).map_err(|e| StepError::plugin(&inst.ctx().role, e))?;
+            }
+            return Err(StepError::nonfinite_sum(loss_v));
+        }
+        if clip {
+            let norm = read[1].sqrt();
             if !norm.is_finite() {
                 return Err(StepError::nonfinite_gradients(norm));
             }
+            opt.clip_grads(&mut grads, norm, st.clip_grad_norm)?;
         }
         Ok(StepOut { loss_v, terms, grads })
     }
@@ -765,9 +788,11 @@ impl Trainer {
             seed: 0,
             drop_last: false,
         };
+        let batches = self.batches(set, &plan, 0, 0)?;
         let model = self.models.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
+        // Logits and labels stay on the device until the last batch: one read for the whole set.
         let (mut out, mut labels, mut classes) = (Vec::new(), Vec::new(), 0);
-        for b in Batches::start(set.clone(), plan, 0, 0, self.host.device.clone()) {
+        for b in batches {
             let b = b?;
             let z = model.forward(&Inputs::new().tensor("input", &b.images).scalar("train", 0.0))?.detach();
             let dims = z.dims().to_vec();
@@ -778,10 +803,41 @@ impl Trainer {
                 )));
             }
             classes = dims[1];
-            out.extend(z.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
-            labels.extend(b.labels.to_vec1::<u32>()?);
+            out.push(z.to_dtype(DType::F32)?);
+            labels.push(b.labels);
         }
+        if out.is_empty() {
+            return Ok((Vec::new(), classes, Vec::new()));
+        }
+        let out = Tensor::cat(&out, 0)?.flatten_all()?.to_vec1::<f32>()?;
+        let labels = Tensor::cat(&labels, 0)?.to_vec1::<u32>()?;
         Ok((out, classes, labels))
+    }
+
+    /// Batches `start..` of `epoch` over `data`: made on the host for a CPU run; on any other
+    /// device gathered there from a copy of the set uploaded once.
+    fn batches(&mut self, data: &Arc<Dataset>, plan: &BatchPlan, epoch: u64, start: usize) -> Result<Batches> {
+        let device = self.host.device.clone();
+        if device.is_cpu() {
+            return Ok(Batches::start(data.clone(), plan.clone(), epoch, start, device));
+        }
+        let key = (Arc::as_ptr(data) as usize, plan.jitter);
+        let set = match self.device_sets.iter().find(|(k, _)| *k == key) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let t0 = Instant::now();
+                let s = Arc::new(DeviceSet::upload(data, plan, &device)?);
+                tracing::info!(
+                    "{} samples uploaded to {device:?} ({:.0} MiB, {:.2} s)",
+                    data.len(),
+                    s.bytes() as f64 / (1 << 20) as f64,
+                    t0.elapsed().as_secs_f64()
+                );
+                self.device_sets.push((key, s.clone()));
+                s
+            }
+        };
+        Ok(Batches::on_device(set, data.len(), plan.clone(), epoch, start))
     }
 
     /// Metrics of `slot` on `set`, with fidelity and KL against the reference slot when it is ready.
