@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod hot;
 pub mod instance;

@@ -184,7 +184,7 @@ extern "C" fn h_dropout(ctx: RawCtx, x: RawTensor, p: f64, train: bool) -> ApiRe
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
             // Drawn on the device from a seed of the plugin's stream: no mask crosses the bus.
-            let seed = c.with_rng(|rng| rand::Rng::random::<u64>(rng));
+            let seed = c.with_rng(rand::Rng::random::<u64>);
             let mask = super::cuda::dropout_mask(x, p, seed)?.to_dtype(x.dtype())?;
             return Ok(x.mul(&mask)?);
         }

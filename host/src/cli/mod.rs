@@ -1,4 +1,5 @@
 //! Command-line definitions and dispatch.
+mod device;
 mod new;
 mod plugins;
 mod runs;
@@ -86,6 +87,11 @@ enum Command {
         #[command(subcommand)]
         command: train::ConfigCommand,
     },
+    /// Start-up costs of a device; warm a GPU's kernel cache before the first run.
+    Device {
+        #[command(subcommand)]
+        command: device::DeviceCommand,
+    },
     /// List, inspect and check plugins.
     Plugins {
         #[command(subcommand)]
@@ -120,5 +126,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::New { kind, name, dir, retort_src } => new::run(new::NewArgs { kind, name, dir, retort_src }),
         Command::Runs { command } => runs::run(command),
         Command::Config { command } => train::config(command),
+        Command::Device { command } => device::run(command),
     }
 }

@@ -336,7 +336,12 @@ mod tests {
     /// its checkpointed state after `cut` steps; it uses tensor ops from step `tensor_from` on
     /// (`Some(0)`: throughout; `None`: the fused pass throughout).
     fn trajectory(kind: &OptimizerSection, tensor_from: Option<usize>, cut: Option<usize>) -> Vec<f32> {
-        let d = Device::Cpu;
+        trajectory_on(&Device::Cpu, kind, tensor_from, cut)
+    }
+
+    /// [`trajectory`] with the parameter on device `d`.
+    fn trajectory_on(d: &Device, kind: &OptimizerSection, tensor_from: Option<usize>, cut: Option<usize>) -> Vec<f32> {
+        let d = d.clone();
         let init: Vec<f32> = (0..12).map(|i| ((i * 7) % 12) as f32 / 6.0 - 1.0).collect();
         let var = Var::from_tensor(&Tensor::from_vec(init, (3, 4), &d).unwrap()).unwrap();
         let target = Tensor::from_vec((0..12).map(|i| (i as f32).sin()).collect::<Vec<_>>(), (3, 4), &d).unwrap();
@@ -382,6 +387,33 @@ mod tests {
             assert_eq!(trajectory(kind, Some(0), Some(3)), tensor, "{kind:?}: resumed tensor path");
             // A fused run's checkpoint continues on the tensor path (a run moved to another device).
             close(&fused, &trajectory(kind, Some(3), Some(3)), &format!("{kind:?} fused then tensor"));
+        }
+    }
+
+    /// The CUDA kernels against the CPU's fused pass, their moments through a checkpoint (a
+    /// resumed CUDA run continues exactly), and against the tensor-op path on the same GPU.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_kernels_match_the_fused_pass_and_resume_exactly() {
+        let Some(gpu) = crate::backend::cuda::test_device() else { return };
+        let kinds = [
+            OptimizerSection::Adamw { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
+            OptimizerSection::Sgd { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0 },
+            OptimizerSection::Sgd { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-3 },
+            OptimizerSection::Sgd { lr: 0.05, momentum: 0.0, nesterov: false, weight_decay: 1e-3 },
+        ];
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{what}: {a:?} vs {b:?}");
+            }
+        };
+        for kind in &kinds {
+            let cpu = trajectory(kind, None, None);
+            let cuda = trajectory_on(&gpu, kind, None, None);
+            close(&cpu, &cuda, &format!("{kind:?}: CUDA kernel vs CPU"));
+            assert_eq!(trajectory_on(&gpu, kind, None, Some(3)), cuda, "{kind:?}: CUDA resumed");
+            close(&cuda, &trajectory_on(&gpu, kind, Some(0), None), &format!("{kind:?}: kernel vs tensor ops"));
+            close(&cpu, &trajectory_on(&gpu, kind, Some(3), Some(3)), &format!("{kind:?}: CUDA kernel, then tensor ops"));
         }
     }
 }

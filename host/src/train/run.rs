@@ -109,6 +109,8 @@ pub struct Trainer {
     wall_mark: Instant,
     /// Datasets uploaded to a non-CPU device, by (dataset, jitter): uploaded once per run.
     device_sets: Vec<((usize, usize), Arc<DeviceSet>)>,
+    /// When this process began preparing the run; cleared once the first step is timed.
+    started: Option<Instant>,
 }
 
 /// `data/<name>` found from `dir`, the working directory or the executable's ancestors.
@@ -133,14 +135,7 @@ pub fn resolve_data_dir(name: &str, dir: Option<&Path>) -> Result<PathBuf> {
 }
 
 fn device_of(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        s if s.starts_with("cuda") => {
-            let idx = s.strip_prefix("cuda:").and_then(|i| i.parse().ok()).unwrap_or(0);
-            Device::new_cuda(idx).map_err(|e| TrainError::Other(format!("run.device = \"{s}\": {e}")))
-        }
-        other => Err(TrainError::Other(format!("run.device = \"{other}\": expected \"cpu\" or \"cuda[:N]\""))),
-    }
+    crate::device::open(name).map_err(|e| TrainError::Other(format!("run.device: {e}")))
 }
 
 /// Makes the paths a run reads absolute, so its saved config works from any directory.
@@ -195,7 +190,9 @@ impl Trainer {
     /// Prepares a run: every plugin checked, run directory, data, plugins and models (or the
     /// state of an interrupted run when `opts.resume`).
     pub fn new(mut cfg: RunConfig, opts: TrainOptions) -> Result<Trainer> {
+        let started = Instant::now();
         let device = device_of(&cfg.run.device)?;
+        tracing::info!("device {} opened in {:.2} s", cfg.run.device, started.elapsed().as_secs_f64());
         let registry = Registry::discover(&search_dirs(&cfg.run.plugin_dirs));
         for p in &registry.problems {
             tracing::warn!("{p}");
@@ -322,6 +319,7 @@ impl Trainer {
             last_checkpoint: Instant::now(),
             wall_mark: Instant::now(),
             device_sets: Vec::new(),
+            started: Some(started),
         };
         for (slot, m) in t.cfg.models.clone() {
             let lib = t.load_plugin(&slot, &m.plugin, kind::MODEL)?;
@@ -501,6 +499,10 @@ impl Trainer {
                 let lr = lr_at(&sched, base_lr, step, total, spe);
                 opt.step(&grads, lr)?;
                 drop(grads);
+                if let Some(t) = self.started.take() {
+                    // Start-up cost (device, data, plugins, first kernel loads): see `retort device warm`.
+                    tracing::info!("first step done {:.2} s after the run started", t.elapsed().as_secs_f64());
+                }
                 self.state.stage_step += 1;
                 self.state.global_step += 1;
                 self.state.batch = batch.index + 1;

@@ -10,6 +10,8 @@ use candle_core::{CudaStorage, Layout, Result};
 
 mod optim;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 pub use optim::{adamw, sgd};
 pub use rows::{ce_rows, ce_rows_grad, dropout_mask, kl_rows, kl_rows_grad};
@@ -64,4 +66,17 @@ fn per_row(n: usize) -> LaunchConfig {
 fn output(dev: &CudaDevice, n: usize) -> Result<CudaSlice<f32>> {
     // SAFETY: every kernel that receives it writes all n elements before anything reads them.
     unsafe { dev.alloc::<f32>(n) }
+}
+
+/// The first CUDA device for a GPU test, or `None` (with the reason on stderr) where there is
+/// none: GPU tests skip cleanly on machines without one.
+#[cfg(test)]
+pub fn test_device() -> Option<candle_core::Device> {
+    match candle_core::Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
 }
