@@ -1,8 +1,10 @@
 """The MNIST training jobs of bench/src/bin/kd-step.rs in PyTorch, for comparison with Retort.
 
-Usage: torch_kd_step.py [steps] [mlp|cnn] [teacher|scratch|distill]. Teacher 784-1200-1200-10 and
-student 784-800-800-10 (or the LeNet-style CNNs), batch 128, Adam 1e-3, tau = 20 for distill
-(teacher forward every step), one thread. Prints `torch <steps/s> steps/s <peak RSS KiB> KiB`.
+Usage: torch_kd_step.py [steps] [mlp|cnn] [teacher|scratch|distill] [cpu|cuda] [width x] [batch].
+Teacher 784-1200-1200-10 and student 784-800-800-10 (widths times `width x`; or the LeNet-style
+CNNs), batch 128, Adam 1e-3, tau = 20 for distill (teacher forward every step), one CPU thread,
+eager mode. Prints `torch <steps/s> steps/s <peak RSS KiB> KiB <peak device MiB> MiB` (the device
+figure is torch.cuda.max_memory_allocated, 0 on the CPU).
 """
 import gzip
 import os
@@ -18,6 +20,10 @@ torch.set_num_threads(1)
 torch.manual_seed(0)
 TAU = 20.0
 here = os.path.dirname(os.path.abspath(__file__))
+
+
+def arg(i, default):
+    return sys.argv[i] if len(sys.argv) > i else default
 
 
 def load_images(n):
@@ -53,17 +59,22 @@ def cnn(c1, c2, hidden):
 
 
 def main():
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    use_cnn = len(sys.argv) > 2 and sys.argv[2] == "cnn"
-    job = sys.argv[3] if len(sys.argv) > 3 else "distill"
-    x_all, y_all = load_images(128 * 20), load_labels(128 * 20)
+    steps = int(arg(1, 100))
+    use_cnn = arg(2, "mlp") == "cnn"
+    job = arg(3, "distill")
+    device = torch.device(arg(4, "cpu"))
+    k, bs = int(arg(5, 1)), int(arg(6, 128))
+    x_all, y_all = load_images(bs * 20), load_labels(bs * 20)
     if use_cnn:
         x_all = x_all.view(-1, 1, 28, 28)
-    batches = [(x_all[i * 128:(i + 1) * 128], y_all[i * 128:(i + 1) * 128]) for i in range(20)]
+    x_all, y_all = x_all.to(device), y_all.to(device)
+    batches = [(x_all[i * bs:(i + 1) * bs], y_all[i * bs:(i + 1) * bs]) for i in range(20)]
     if use_cnn:
         teacher, student = cnn(32, 64, 256), cnn(16, 32, 128)
     else:
-        teacher, student = mlp([784, 1200, 1200, 10]), mlp([784, 800, 800, 10])
+        teacher, student = mlp([784, 1200 * k, 1200 * k, 10]), mlp([784, 800 * k, 800 * k, 10])
+    teacher, student = teacher.to(device), student.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     trained = teacher if job == "teacher" else student
     if job == "distill":
         teacher.eval()
@@ -98,11 +109,15 @@ def main():
 
     for i in range(3):
         step(i, [0.0] * 5)
+    sync()
     t = time.perf_counter()
     for i in range(steps):
         step(i, phases)
+    sync()
+    sps = steps / (time.perf_counter() - t)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"torch {steps / (time.perf_counter() - t):.2f} steps/s {rss} KiB")
+    mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0
+    print(f"torch {sps:.2f} steps/s {rss} KiB {mib:.0f} MiB")
     names = ["teacher forward", "student forward", "loss", "backward", "optimizer"]
     print("phases (ms/step): " + ", ".join(f"{n} {p / steps:.2f}" for n, p in zip(names, phases)), file=sys.stderr)
 

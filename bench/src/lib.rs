@@ -37,3 +37,33 @@ pub fn peak_rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The device named by a bench argument (`cpu`, `cuda`, `cuda:N`), opened as the trainer opens it.
+pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    Ok(retort::device::open(name)?)
+}
+
+/// The high-water mark of bytes allocated from `dev`'s default memory pool (where candle's
+/// stream-ordered allocations live), the analog of PyTorch's `max_memory_allocated`; `None` on
+/// the CPU or where the driver does not say.
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+pub fn device_peak_bytes(dev: &candle_core::Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(c) = dev {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let cu = c.cuda_stream().context().cu_device();
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut high = 0u64;
+        // SAFETY: plain queries into locals of the types the driver API documents.
+        let ok = unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, cu) == sys::CUresult::CUDA_SUCCESS
+                && sys::cuMemPoolGetAttribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    (&mut high as *mut u64).cast(),
+                ) == sys::CUresult::CUDA_SUCCESS
+        };
+        return ok.then_some(high);
+    }
+    None
+}
