@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the CUDA trainer on any Linux x86_64 machine, with or without a GPU or a CUDA install,
-# and packs what a GPU machine needs to run it into target-cuda/pkg (git-ignored):
+# and packs what a GPU machine needs to run it into target-cuda/pkg (git-ignored, xz-compressed;
+# scripts/cuda/check.sh unpacks and runs it there):
 #   bin/retort            the trainer with `--features cuda`
 #   bin/retort-cuda-tests the host's unit tests with `--features cuda` (the GPU kernel checks)
+#   bin/loss-zoo-tests    the loss zoo's reference and gradient checks, run on the GPU there
 #   bin/kd-step           the bench step binary with `--features cuda`
-#   plugins/              the ordinary CPU build of every plugin (plugins never link candle)
+#   plugins/              the ordinary CPU build of the plugins (plugins never link candle)
 #
 # Where each piece comes from (all pinned; CUDA 13.0 because newer toolkits emit PTX that a 580
 # driver cannot load):
@@ -73,18 +75,27 @@ echo "== CUDA build (compute capability $cap) into $out/cargo"
 export CARGO_TARGET_DIR=$out/cargo
 cargo build --release -p retort --features cuda
 cargo build --release -p retort-bench --features cuda
-tests=$(cargo test --release -p retort --features cuda --lib --no-run --message-format=json 2>/dev/null |
+tests=$(cargo test --release -p retort --features cuda --lib --no-run --message-format=json |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+zoo=$(cargo test --release -p retort-e2e --features cuda --test loss_zoo --no-run --message-format=json |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -x "$tests" ] && [ -x "$zoo" ] || { echo "no test binaries from cargo test --no-run"; exit 1; }
 
 echo "== plugins: the ordinary build"
 unset CARGO_TARGET_DIR
 cargo build --release --workspace --exclude retort-bench
 
+# xz-compressed (the binaries are mostly candle's PTX text): what a GPU check carries stays small.
 pkg=$out/pkg
 rm -rf "$pkg"
 mkdir -p "$pkg/bin" "$pkg/plugins"
 cp "$out/cargo/release/retort" "$out/cargo/release/kd-step" "$pkg/bin/"
 cp "$tests" "$pkg/bin/retort-cuda-tests"
-cp target/release/*.so "$pkg/plugins/"
+cp "$zoo" "$pkg/bin/loss-zoo-tests"
 strip "$pkg/bin/"*
-echo "== packed into $pkg ($(du -sh "$pkg" | cut -f1)); run there with LD_LIBRARY_PATH=<cu13 lib dir>"
+for crate in plugins/*/*/; do
+  lib=$(sed -n 's/^name = "\(.*\)"/\1/p' "$crate/Cargo.toml" | head -1 | tr - _)
+  cp "target/release/lib$lib.so" "$pkg/plugins/"
+done
+xz -T0 -6 "$pkg"/bin/* "$pkg"/plugins/*
+echo "== packed into $pkg ($(du -sh "$pkg" | cut -f1)); on the GPU machine: scripts/cuda/check.sh"

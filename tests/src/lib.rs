@@ -39,14 +39,31 @@ fn cargo(args: &[&str]) {
 }
 
 /// Builds the workspace (once per test process), returning the directory that holds the
-/// `retort` binary and the plugin libraries.
+/// `retort` binary and the plugin libraries; `RETORT_TEST_PLUGIN_DIR` names prebuilt ones instead
+/// (a test binary carried to a GPU machine, which has no cargo).
 pub fn build_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(dir) = std::env::var_os("RETORT_TEST_PLUGIN_DIR") {
+                return PathBuf::from(dir);
+            }
             // The whole workspace: every plugin crate (whatever its name) and the `retort` binary.
             cargo(&["build", "--quiet", "--workspace"]);
             target_dir().join(profile_dir())
+        })
+        .clone()
+}
+
+/// The device tests put their tensors on: `RETORT_TEST_DEVICE` (`cuda` in a CUDA build of the
+/// tests on a GPU machine), else the CPU.
+pub fn test_device() -> candle_core::Device {
+    // One device for the process: tensors of two CUDA device handles do not mix.
+    static DEVICE: OnceLock<candle_core::Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| match std::env::var("RETORT_TEST_DEVICE") {
+            Ok(name) => retort::device::open(&name).unwrap_or_else(|e| panic!("RETORT_TEST_DEVICE: {e}")),
+            Err(_) => candle_core::Device::Cpu,
         })
         .clone()
 }

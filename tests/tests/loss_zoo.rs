@@ -2,22 +2,22 @@
 //! a plugin (f32, 1e-5), and a finite-difference gradient check of every differentiable loss on F1.
 // Reference values are quoted to the spec's precision.
 #![allow(clippy::excessive_precision, clippy::approx_constant)]
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use retort::{Host, Inputs, Library, LossInstance};
-use retort_e2e::plugin;
+use retort_e2e::{plugin, test_device};
 
 const ZS: [f32; 6] = [2.0, 1.0, 0.1, 0.5, 2.5, -1.0];
 const ZT: [f32; 6] = [3.0, 0.5, -0.5, 0.0, 1.5, 1.0];
 
 fn t(v: &[f32], shape: &[usize]) -> Tensor {
-    Tensor::from_slice(v, shape, &Device::Cpu).unwrap()
+    Tensor::from_slice(v, shape, &test_device()).unwrap()
 }
 
 fn f1() -> Inputs {
     Inputs::new()
         .tensor("student", &t(&ZS, &[2, 3]))
         .tensor("teacher", &t(&ZT, &[2, 3]))
-        .tensor("labels", &Tensor::from_slice(&[0i64, 2], 2, &Device::Cpu).unwrap())
+        .tensor("labels", &Tensor::from_slice(&[0i64, 2], 2, &test_device()).unwrap())
         .scalar("epoch", 1.0)
         .scalar("step", 0.0)
         .scalar("total_steps", 10_000.0)
@@ -25,7 +25,7 @@ fn f1() -> Inputs {
 
 pub fn loss(package: &str, name: &str, cfg: &str) -> LossInstance {
     // One host per instance keeps tests independent.
-    let host = Box::leak(Box::new(Host::cpu(0)));
+    let host = Box::leak(Box::new(Host::new(test_device(), 0)));
     let lib = Library::load(&plugin(package)).unwrap();
     LossInstance::new(host, &lib, name, &format!("loss.{name}"), cfg).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -113,7 +113,7 @@ fn divergences_take_masked_sequences() {
         "retort-loss-cross-entropy",
         "cross-entropy",
         "{}",
-        &seq.clone().tensor("labels", &Tensor::from_slice(&[0i64, 2, -100], (1, 3), &Device::Cpu).unwrap()),
+        &seq.clone().tensor("labels", &Tensor::from_slice(&[0i64, 2, -100], (1, 3), &test_device()).unwrap()),
         2.03510411,
         "CE seq",
     );

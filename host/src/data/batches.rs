@@ -60,8 +60,10 @@ impl BatchPlan {
         let ids = order[b * bs..((b + 1) * bs).min(order.len())].to_vec();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xa11c_e5ee_d000 ^ (epoch << 32) ^ b as u64);
         let j = self.jitter as i64;
-        let shifts =
-            ids.iter().map(|_| if j > 0 { (rng.random_range(-j..=j), rng.random_range(-j..=j)) } else { (0, 0) }).collect();
+        let shifts = ids
+            .iter()
+            .map(|_| if j > 0 { (rng.random_range(-j..=j), rng.random_range(-j..=j)) } else { (0, 0) })
+            .collect();
         (ids, shifts)
     }
 
@@ -233,7 +235,8 @@ mod tests {
         for jitter in [0, 1] {
             let p = plan(jitter);
             let set = Arc::new(DeviceSet::upload(&data, &p, &Device::Cpu).unwrap());
-            let host: Vec<Batch> = Batches::start(data.clone(), p.clone(), 4, 1, Device::Cpu).map(|b| b.unwrap()).collect();
+            let host: Vec<Batch> =
+                Batches::start(data.clone(), p.clone(), 4, 1, Device::Cpu).map(|b| b.unwrap()).collect();
             let dev: Vec<Batch> = Batches::on_device(set, data.len(), p, 4, 1).map(|b| b.unwrap()).collect();
             assert_eq!(host.len(), dev.len());
             for (a, b) in host.iter().zip(&dev) {

@@ -55,7 +55,9 @@ impl DeviceSet {
             rows
         } else {
             let wp = (self.width + 2 * self.pad) as i64;
-            if shifts.iter().any(|&(dy, dx)| dy.unsigned_abs() as usize > self.pad || dx.unsigned_abs() as usize > self.pad)
+            if shifts
+                .iter()
+                .any(|&(dy, dx)| dy.unsigned_abs() as usize > self.pad || dx.unsigned_abs() as usize > self.pad)
             {
                 candle_core::bail!("device batch: a shift exceeds the {}-pixel padding", self.pad);
             }
@@ -72,6 +74,8 @@ impl DeviceSet {
 
     /// Bytes this set holds on its device.
     pub fn bytes(&self) -> usize {
-        self.images.elem_count() * DType::F32.size_in_bytes() + self.labels.elem_count() * 4 + self.base.elem_count() * 8
+        self.images.elem_count() * DType::F32.size_in_bytes()
+            + self.labels.elem_count() * 4
+            + self.base.elem_count() * 8
     }
 }

@@ -50,7 +50,11 @@ impl StepError {
     /// The global gradient norm came out NaN or infinite.
     /// The weighted sum of finite terms overflowed.
     pub fn nonfinite_sum(sum: f64) -> Self {
-        StepError::Fault(Fault { slot: "loss".into(), nonfinite: true, message: format!("the weighted loss sum is {sum}") })
+        StepError::Fault(Fault {
+            slot: "loss".into(),
+            nonfinite: true,
+            message: format!("the weighted loss sum is {sum}"),
+        })
     }
 
     pub fn nonfinite_gradients(norm: f64) -> Self {

@@ -413,7 +413,11 @@ mod tests {
             close(&cpu, &cuda, &format!("{kind:?}: CUDA kernel vs CPU"));
             assert_eq!(trajectory_on(&gpu, kind, None, Some(3)), cuda, "{kind:?}: CUDA resumed");
             close(&cuda, &trajectory_on(&gpu, kind, Some(0), None), &format!("{kind:?}: kernel vs tensor ops"));
-            close(&cpu, &trajectory_on(&gpu, kind, Some(3), Some(3)), &format!("{kind:?}: CUDA kernel, then tensor ops"));
+            close(
+                &cpu,
+                &trajectory_on(&gpu, kind, Some(3), Some(3)),
+                &format!("{kind:?}: CUDA kernel, then tensor ops"),
+            );
         }
     }
 }

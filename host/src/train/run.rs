@@ -107,8 +107,9 @@ pub struct Trainer {
     last_checkpoint: Instant,
     /// Since when wall time was last added to `state.wall_seconds`.
     wall_mark: Instant,
-    /// Datasets uploaded to a non-CPU device, by (dataset, jitter): uploaded once per run.
-    device_sets: Vec<((usize, usize), Arc<DeviceSet>)>,
+    /// Datasets uploaded to a non-CPU device, by (dataset, jitter): uploaded once per run. The
+    /// dataset is held so that its address cannot be reused by another while the entry lives.
+    device_sets: Vec<(Arc<Dataset>, usize, Arc<DeviceSet>)>,
     /// When this process began preparing the run; cleared once the first step is timed.
     started: Option<Instant>,
 }
@@ -823,9 +824,9 @@ impl Trainer {
         if device.is_cpu() {
             return Ok(Batches::start(data.clone(), plan.clone(), epoch, start, device));
         }
-        let key = (Arc::as_ptr(data) as usize, plan.jitter);
-        let set = match self.device_sets.iter().find(|(k, _)| *k == key) {
-            Some((_, s)) => s.clone(),
+        let cached = self.device_sets.iter().find(|(d, j, _)| Arc::ptr_eq(d, data) && *j == plan.jitter);
+        let set = match cached {
+            Some((_, _, s)) => s.clone(),
             None => {
                 let t0 = Instant::now();
                 let s = Arc::new(DeviceSet::upload(data, plan, &device)?);
@@ -835,7 +836,7 @@ impl Trainer {
                     s.bytes() as f64 / (1 << 20) as f64,
                     t0.elapsed().as_secs_f64()
                 );
-                self.device_sets.push((key, s.clone()));
+                self.device_sets.push((data.clone(), plan.jitter, s.clone()));
                 s
             }
         };

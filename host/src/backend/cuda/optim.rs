@@ -45,8 +45,9 @@ struct Update {
 /// The device data of moment `t` (contiguous f32 of the parameter's length).
 fn moment(t: &Tensor, n: usize) -> Result<(candle_core::StorageRef<'_>, std::ops::Range<usize>)> {
     let (s, l) = t.storage_and_layout();
-    let (a, b) =
-        l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("optimizer: moments must be contiguous".into()))?;
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("optimizer: moments must be contiguous".into()))?;
     if b - a != n {
         candle_core::bail!("optimizer: moment has {} elements, parameter {n}", b - a);
     }
@@ -72,8 +73,9 @@ impl InplaceOp2 for Update {
     fn cuda_fwd(&self, s1: &mut CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<()> {
         let dev = s1.device.clone();
         let g = f32_view(s2, l2, "gradient")?;
-        let (a, b) =
-            l1.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("optimizer: non-contiguous parameter".into()))?;
+        let (a, b) = l1
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("optimizer: non-contiguous parameter".into()))?;
         let n = b - a;
         if g.len() != n {
             candle_core::bail!("optimizer: parameter has {n} elements, gradient {}", g.len());
@@ -121,7 +123,15 @@ impl InplaceOp2 for Update {
 /// One fused AdamW update of `w` (in place) with gradient `g`, moments `m`, `v` (device tensors
 /// of `w`'s length), at learning rate `lr`, optimizer step `t` (from 1).
 #[allow(clippy::too_many_arguments)]
-pub fn adamw(w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, lr: f32, (b1, b2, eps, wd): (f32, f32, f32, f32), t: u64) -> Result<()> {
+pub fn adamw(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    lr: f32,
+    (b1, b2, eps, wd): (f32, f32, f32, f32),
+    t: u64,
+) -> Result<()> {
     let t = t as i32;
     let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
     let rule = Rule::Adamw(Adamw { b1, b2, eps, decay: 1.0 - lr * wd, step: lr / c1, c2s: c2.sqrt() });
@@ -130,7 +140,14 @@ pub fn adamw(w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, lr: f32, (b1, b2, e
 
 /// One fused SGD update of `w` with gradient `g` and momentum buffer `buf` (needed when
 /// `mu ≠ 0`); `first` marks the optimizer's first step (the buffer starts as the gradient).
-pub fn sgd(w: &Tensor, g: &Tensor, buf: Option<&Tensor>, lr: f32, (mu, wd, nesterov): (f32, f32, bool), first: bool) -> Result<()> {
+pub fn sgd(
+    w: &Tensor,
+    g: &Tensor,
+    buf: Option<&Tensor>,
+    lr: f32,
+    (mu, wd, nesterov): (f32, f32, bool),
+    first: bool,
+) -> Result<()> {
     let rule = Rule::Sgd(Sgd { lr, mu, wd, first, nesterov });
     w.inplace_op2(&g.contiguous()?, &Update { rule, m: buf.cloned(), v: None })
 }

@@ -60,10 +60,7 @@ pub fn kl_rows_grad(
 }
 
 /// The contiguous i64 labels of a cross-entropy call.
-fn labels<'a>(
-    s: &'a CudaStorage,
-    l: &Layout,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, i64>> {
+fn labels<'a>(s: &'a CudaStorage, l: &Layout) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, i64>> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("cross-entropy: labels must be contiguous i64".into()))?;

@@ -29,7 +29,8 @@ fn kl_rows_on_cuda_match_the_cpu() {
     let Some(gpu) = test_device() else { return };
     let d = Device::Cpu;
     // Rows not a multiple of the four per block; widths below, at and far above a warp.
-    for (shape, tau) in [(vec![1usize, 1usize], 1.0), (vec![7, 10], 4.0), (vec![2, 3, 33], 2.0), (vec![65, 1000], 20.0)] {
+    for (shape, tau) in [(vec![1usize, 1usize], 1.0), (vec![7, 10], 4.0), (vec![2, 3, 33], 2.0), (vec![65, 1000], 20.0)]
+    {
         let p = Tensor::randn(0f32, 3.0, shape.as_slice(), &d).unwrap();
         let q = Tensor::randn(0f32, 3.0, shape.as_slice(), &d).unwrap();
         let w = Tensor::randn(0f32, 1.0, &shape[..shape.len() - 1], &d).unwrap();
