@@ -173,9 +173,13 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The squared global L2 norm of the gradients as an f64 scalar on their device (summed in
-    /// f64 there, parameter by parameter): no read, the caller reads it with the loss.
-    pub fn grad_norm_sq(&self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<candle_core::Tensor> {
+    /// The squared global L2 norm of the gradients as an f64 scalar on `device` (summed in f64
+    /// there, parameter by parameter): no read, the caller reads it with the loss.
+    pub fn grad_norm_sq(
+        &self,
+        grads: &candle_core::backprop::GradStore,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
         let mut total: Option<candle_core::Tensor> = None;
         for (_, var) in &self.params {
             if let Some(g) = grads.get(var.as_tensor()) {
@@ -188,7 +192,7 @@ impl Optimizer {
         }
         match total {
             Some(t) => Ok(t),
-            None => candle_core::Tensor::zeros((), candle_core::DType::F64, &candle_core::Device::Cpu),
+            None => candle_core::Tensor::zeros((), candle_core::DType::F64, device),
         }
     }
 
@@ -216,7 +220,8 @@ impl Optimizer {
         grads: &mut candle_core::backprop::GradStore,
         max_norm: f64,
     ) -> candle_core::Result<f64> {
-        let norm = self.grad_norm_sq(grads)?.to_scalar::<f64>()?.sqrt();
+        let device = self.params.first().map_or(candle_core::Device::Cpu, |(_, v)| v.device().clone());
+        let norm = self.grad_norm_sq(grads, &device)?.to_scalar::<f64>()?.sqrt();
         self.clip_grads(grads, norm, max_norm)?;
         Ok(norm)
     }

@@ -666,7 +666,7 @@ impl Trainer {
         // squared gradient norm when clipping), checked before the optimizer may use them.
         let mut probe = vec![loss.to_dtype(DType::F64)?.reshape(1)?];
         if clip {
-            probe.push(opt.grad_norm_sq(&grads)?.reshape(1)?);
+            probe.push(opt.grad_norm_sq(&grads, loss.device())?.reshape(1)?);
         }
         let read = Tensor::cat(&probe, 0)?.to_vec1::<f64>()?;
         let loss_v = read[0];

@@ -19,23 +19,35 @@ pub use rows::{ce_rows, ce_rows_grad, dropout_mask, kl_rows, kl_rows_grad};
 /// The kernels as nvcc built them: SASS for the build's compute capability and PTX.
 static FATBIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/retort.fatbin"));
 
-/// Modules loaded so far, one per device (a process rarely has more than one).
-static MODULES: Mutex<Vec<(DeviceId, Arc<CudaModule>)>> = Mutex::new(Vec::new());
+/// The module loaded on a device, with the functions looked up in it so far.
+struct Loaded {
+    device: DeviceId,
+    module: Arc<CudaModule>,
+    functions: Vec<(&'static str, CudaFunction)>,
+}
 
-/// Kernel `name` of the host's module on `dev`, loading the module on first use.
-fn function(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
-    let module = {
-        let mut mods = MODULES.lock().map_err(|_| candle_core::Error::Msg("cuda module cache poisoned".into()))?;
-        match mods.iter().find(|(id, _)| *id == dev.id()) {
-            Some((_, m)) => m.clone(),
-            None => {
-                let m = dev.cuda_stream().context().load_module(Ptx::from_binary(FATBIN.to_vec())).w()?;
-                mods.push((dev.id(), m.clone()));
-                m
-            }
+/// Modules loaded so far, one per device (a process rarely has more than one).
+static MODULES: Mutex<Vec<Loaded>> = Mutex::new(Vec::new());
+
+/// Kernel `name` of the host's module on `dev`, loading the module on first use; a launch after
+/// the first costs a lock and a short scan, not a driver call.
+fn function(dev: &CudaDevice, name: &'static str) -> Result<CudaFunction> {
+    let mut mods = MODULES.lock().map_err(|_| candle_core::Error::Msg("cuda module cache poisoned".into()))?;
+    let i = match mods.iter().position(|l| l.device == dev.id()) {
+        Some(i) => i,
+        None => {
+            let module = dev.cuda_stream().context().load_module(Ptx::from_binary(FATBIN.to_vec())).w()?;
+            mods.push(Loaded { device: dev.id(), module, functions: Vec::new() });
+            mods.len() - 1
         }
     };
-    module.load_function(name).w()
+    let loaded = &mut mods[i];
+    if let Some((_, f)) = loaded.functions.iter().find(|(n, _)| *n == name) {
+        return Ok(f.clone());
+    }
+    let f = loaded.module.load_function(name).w()?;
+    loaded.functions.push((name, f.clone()));
+    Ok(f)
 }
 
 /// Loads the host's kernel module on `dev` now (start-up warm-up; see `retort device warm`).
