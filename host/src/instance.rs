@@ -225,6 +225,45 @@ impl LossInstance {
         Ok(t.reshape(())?)
     }
 
+    /// The loss per sample, `[B]` (plugin-api 1.2), or `None` when the plugin has no per-sample
+    /// form (it declines, or was built against 1.1).
+    pub fn loss_rows(&mut self, inputs: &Inputs) -> Result<Option<Tensor>> {
+        let r = inputs.with_batch(|b| self.obj.loss_rows(b));
+        if let RResult::RErr(e) = &r {
+            if e.code() == code::UNSUPPORTED {
+                return Ok(None);
+            }
+        }
+        let t = self.take_tensor(r)?;
+        if t.rank() != 1 {
+            return Err(self.fail(ApiError::new(
+                code::INVALID,
+                format!("loss_rows returned shape {:?}, expected one value per sample [B]", t.dims()),
+            )));
+        }
+        Ok(Some(t))
+    }
+
+    /// The loss with per-sample weights `w` (`[B]`): `mean(w ⊙ rows)`, so that a weight of 1
+    /// everywhere gives the plugin's own loss and a weight of 0 removes a sample, gradient included.
+    /// Errors (naming the plugin) when it has no per-sample form or the rows do not match `w`.
+    pub fn weighted_loss(&mut self, inputs: &Inputs, w: &Tensor) -> Result<Tensor> {
+        let Some(rows) = self.loss_rows(inputs)? else {
+            return Err(self.fail(ApiError::new(
+                code::UNSUPPORTED,
+                "this loss has no per-sample form, so it cannot take sample weights, routes or masks",
+            )));
+        };
+        if rows.dims() != w.dims() {
+            return Err(self.fail(ApiError::new(
+                code::INVALID,
+                format!("loss_rows returned {:?} values for {:?} sample weights", rows.dims(), w.dims()),
+            )));
+        }
+        let w = w.to_dtype(rows.dtype())?;
+        Ok((rows * w)?.mean_all()?)
+    }
+
     /// The value of a loss this plugin returned, or an error naming the plugin when it is not finite.
     pub fn value(&self, t: &Tensor) -> Result<f64> {
         let v = t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;

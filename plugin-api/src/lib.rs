@@ -10,7 +10,8 @@
 //!
 //! History: 1.0 the tables and interfaces; 1.1 the fused host ops `nn::LINEAR`, `nn::CONV2D_BIAS`,
 //! `nn::KL_DIV_ROWS`, `nn::CROSS_ENTROPY_ROWS` (new op codes; a 1.0 host answers UNSUPPORTED and the
-//! SDK falls back to the unfused composition).
+//! SDK falls back to the unfused composition); 1.2 `Loss::loss_rows`, per-sample losses (a 1.1
+//! plugin answers UNSUPPORTED through the method's default, and the host uses `loss`).
 #![allow(non_local_definitions)]
 
 pub mod codes;

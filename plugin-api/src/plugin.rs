@@ -35,6 +35,27 @@ pub struct PluginDescription {
 
 /// A loss term: reads the batch's tensors (`student`, `teacher`, `labels`, `mask`, …) and returns
 /// a scalar tensor whose graph reaches the student.
+#[cfg(not(feature = "short-table"))]
+#[sabi_trait]
+pub trait Loss: Send {
+    fn describe(&self) -> PluginDescription;
+    fn loss(&mut self, batch: Batch<'_>) -> RResult<RawTensor, ApiError>;
+    fn state(&self) -> RResult<RVec<u8>, ApiError>;
+    #[sabi(last_prefix_field)]
+    fn load_state(&mut self, state: RSlice<'_, u8>) -> RResult<(), ApiError>;
+    /// (1.2.0) The loss before its batch reduction: one value per sample, `[B]`, whose mean is
+    /// what `loss` returns (a row the plugin ignores, such as label −100, is 0), so that the host
+    /// can weight, mask and reduce. A plugin built against 1.1 lacks the method and a plugin may
+    /// decline; both answer `UNSUPPORTED` (this default) and the host uses `loss`.
+    fn loss_rows(&mut self, batch: Batch<'_>) -> RResult<RawTensor, ApiError> {
+        let _ = batch;
+        RResult::RErr(ApiError::new(crate::codes::error::UNSUPPORTED, "this loss has no per-row form"))
+    }
+}
+
+/// The 1.1 `Loss` (no `loss_rows`), for the `short-table` test feature that simulates a plugin
+/// built before 1.2.
+#[cfg(feature = "short-table")]
 #[sabi_trait]
 pub trait Loss: Send {
     fn describe(&self) -> PluginDescription;

@@ -87,8 +87,9 @@ fn load_state_of<P: Plugin>(p: &mut P, s: RSlice<'_, u8>) -> RResult<(), ApiErro
 
 macro_rules! adapter_kind {
     ($author:ident, $abi:ident, $to:ident, $boxed:ident, $ctor:ident, $kind:expr,
-     $method:ident($batch:ident) -> $ret:ty => $body:expr) => {
+     $method:ident($batch:ident) -> $ret:ty => $body:expr $(, extra { $($extra:item)* })?) => {
         impl<P: $author> $abi for Adapter<P> {
+            $($($extra)*)?
             fn describe(&self) -> PluginDescription {
                 describe::<P>($kind, self.version)
             }
@@ -113,7 +114,19 @@ macro_rules! adapter_kind {
 }
 
 adapter_kind!(LossPlugin, Loss, Loss_TO, LossBox, new_loss, kind::LOSS,
-    loss(batch) -> RawTensor => |p: &mut P, b: &Batch| p.loss(b).map(crate::Tensor::into_raw));
+loss(batch) -> RawTensor => |p: &mut P, b: &Batch| p.loss(b).map(crate::Tensor::into_raw),
+extra {
+    #[cfg(not(feature = "short-table"))]
+    fn loss_rows(&mut self, raw: RawBatch<'_>) -> RResult<RawTensor, ApiError> {
+        let batch = Batch::new(raw, self.api);
+        let inner = &mut self.inner;
+        match guard(|| inner.loss_rows(&batch)) {
+            RResult::ROk(Some(t)) => RResult::ROk(t.into_raw()),
+            RResult::ROk(None) => RResult::RErr(ApiError::new(code::UNSUPPORTED, "this loss has no per-row form")),
+            RResult::RErr(e) => RResult::RErr(e),
+        }
+    }
+});
 adapter_kind!(ModelPlugin, Model, Model_TO, ModelBox, new_model, kind::MODEL,
     forward(batch) -> RawTensor => |p: &mut P, b: &Batch| p.forward(b).map(crate::Tensor::into_raw));
 adapter_kind!(TeacherPlugin, Teacher, Teacher_TO, TeacherBox, new_teacher, kind::TEACHER,

@@ -50,6 +50,13 @@ pub trait Plugin: Sized + Send + 'static {
 pub trait LossPlugin: Plugin {
     /// A scalar loss whose graph reaches the student's outputs.
     fn loss(&mut self, batch: &Batch) -> Result<Tensor>;
+
+    /// The loss before its batch reduction, one value per sample (`[B]`) whose mean is what
+    /// [`LossPlugin::loss`] returns, so that the host can apply sample weights, router weights
+    /// and masks; `None` (the default) when the loss has no per-sample form.
+    fn loss_rows(&mut self, _batch: &Batch) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// A model (student or teacher).

@@ -46,8 +46,14 @@ fn plugin_built_against_fewer_table_functions_runs_on_this_host() {
     let d = Device::Cpu;
     let s = Tensor::from_slice(&[1f32, 2.0, 3.0], 3, &d).unwrap();
     let t = Tensor::from_slice(&[1f32, 0.0, 0.0], 3, &d).unwrap();
-    let v = loss.loss(&Inputs::new().tensor("student", &s).tensor("teacher", &t)).unwrap();
+    let inputs = Inputs::new().tensor("student", &s).tensor("teacher", &t);
+    let v = loss.loss(&inputs).unwrap();
     assert!((v.to_scalar::<f32>().unwrap() - 13.0 / 3.0).abs() < 1e-6);
+    // Its vtable ends before `loss_rows` (plugin-api 1.2): the method's default answers, so the
+    // host sees "no per-sample form" rather than a crash.
+    assert!(loss.loss_rows(&inputs).unwrap().is_none());
+    let err = loss.weighted_loss(&inputs, &Tensor::ones(3, candle_core::DType::F32, &d).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("fixture-old-api") && err.to_string().contains("per-sample"), "{err}");
 }
 
 #[test]

@@ -62,13 +62,17 @@ impl Plugin for CrossEntropy {
 
 impl CrossEntropy {
     fn soft(&self, batch: &Batch, zs: &Tensor) -> Result<Tensor> {
+        f::reduce_rows(&self.soft_rows(batch, zs)?, batch.get("mask").as_ref())
+    }
+
+    /// `H(q, softmax(z/τ))` per row, `q` the batch `targets` or the softened teacher.
+    fn soft_rows(&self, batch: &Batch, zs: &Tensor) -> Result<Tensor> {
         let tau = self.cfg.temperature;
         let q = match batch.get("targets") {
             Some(t) => f::rows(&t)?,
             None => f::log_probs(&f::rows(&batch.tensor("teacher")?)?.detach()?, tau)?.exp()?,
         };
-        let rows = f::cross_entropy_rows(&q, &f::log_probs(zs, tau)?)?;
-        f::reduce_rows(&rows, batch.get("mask").as_ref())
+        f::cross_entropy_rows(&q, &f::log_probs(zs, tau)?)
     }
 }
 
@@ -86,24 +90,54 @@ impl LossPlugin for CrossEntropy {
         }
         self.hard(batch, &zs)
     }
+
+    /// Per sample for `[B, C]` logits without a mask (an ignored label's row is 0); sequences
+    /// decline (their reduction is a token mean).
+    fn loss_rows(&mut self, batch: &Batch) -> Result<Option<Tensor>> {
+        let zs = batch.tensor("student")?;
+        if zs.rank() != 2 || batch.get("mask").is_some() {
+            return Ok(None);
+        }
+        let zs = f::rows(&zs)?;
+        let rows = match self.cfg.target {
+            Target::Hard => self.hard_rows(batch, &zs)?,
+            Target::Soft => self.soft_rows(batch, &zs)?,
+            Target::Mixed => {
+                let w = self.cfg.soft_weight;
+                (self.soft_rows(batch, &zs)?.affine(w, 0.0)? + self.hard_rows(batch, &zs)?.affine(1.0 - w, 0.0)?)?
+            }
+        };
+        Ok(Some(rows))
+    }
 }
 
 impl CrossEntropy {
     fn hard(&self, batch: &Batch, zs: &Tensor) -> Result<Tensor> {
         let labels = batch.tensor("labels")?;
-        let eps = self.cfg.label_smoothing;
-        let rows = if eps > 0.0 {
-            let log_q = f::log_probs(zs, 1.0)?;
-            let uniform = log_q.mean(-1)?.neg()?;
-            (f::hard_ce_rows(&log_q, &labels)?.affine(1.0 - eps, 0.0)? + uniform.affine(eps, 0.0)?)?
-        } else {
-            zs.cross_entropy_rows(&labels)?
-        };
+        let rows = self.smoothed_rows(zs, &labels)?;
         let mut valid = f::valid_mask(&labels)?;
         if let Some(m) = batch.get("mask") {
             valid = valid.mul(&m.flatten_all()?.to_dtype(DType::F32)?)?;
         }
         f::reduce_rows(&rows, Some(&valid))
+    }
+
+    /// Hard-label CE per row with label smoothing, ignored labels' rows 0.
+    fn hard_rows(&self, batch: &Batch, zs: &Tensor) -> Result<Tensor> {
+        let labels = batch.tensor("labels")?;
+        self.smoothed_rows(zs, &labels)?.mul(&f::valid_mask(&labels)?)
+    }
+
+    /// `(1−ε)·CE + ε·mean(−log q)` per row (plain CE when ε = 0).
+    fn smoothed_rows(&self, zs: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let eps = self.cfg.label_smoothing;
+        if eps > 0.0 {
+            let log_q = f::log_probs(zs, 1.0)?;
+            let uniform = log_q.mean(-1)?.neg()?;
+            f::hard_ce_rows(&log_q, labels)?.affine(1.0 - eps, 0.0)? + uniform.affine(eps, 0.0)?
+        } else {
+            zs.cross_entropy_rows(labels)
+        }
     }
 }
 

@@ -40,6 +40,21 @@ pub fn finish(rows: &Tensor, p: &Pair, tau: f64, tau_squared: bool) -> Result<Te
     }
 }
 
+/// Per-sample values (times τ² when asked) for `[B, C]` logits without a mask, from the rows the
+/// divergence computes; `None` for sequences, whose reduction is a token mean.
+pub fn per_sample(
+    batch: &Batch,
+    tau: f64,
+    tau_squared: bool,
+    rows: impl FnOnce(&Pair) -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    if batch.tensor("student")?.rank() != 2 || batch.get("mask").is_some() {
+        return Ok(None);
+    }
+    let r = rows(&pair(batch, tau)?)?;
+    Ok(Some(if tau_squared { r.affine(tau * tau, 0.0)? } else { r }))
+}
+
 /// Checks a temperature.
 pub fn check_tau(name: &str, tau: f64) -> Result<()> {
     if tau > 0.0 && tau.is_finite() {

@@ -3,7 +3,7 @@ use retort_sdk::{functional as f, params, Batch, Ctx, LossPlugin, Plugin, Result
 
 use retort_sdk::functional::ValueForm;
 
-use crate::common::{check_tau, check_unit, finish, log_mix, pair};
+use crate::common::{check_tau, check_unit, finish, log_mix, pair, per_sample, Pair};
 
 /// Parameters of `reverse-kl`, `jensen-shannon` and `total-variation`.
 #[params]
@@ -73,10 +73,12 @@ impl Plugin for ReverseKl {
     }
 }
 
-impl LossPlugin for ReverseKl {
-    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
-        let p = pair(batch, self.cfg.temperature)?;
-        finish(&f::kl_rows(&p.log_ps, &p.log_pt)?, &p, self.cfg.temperature, self.cfg.tau_squared)
+impl Rows for ReverseKl {
+    fn tau(&self) -> (f64, bool) {
+        (self.cfg.temperature, self.cfg.tau_squared)
+    }
+    fn rows(&self, p: &Pair) -> Result<Tensor> {
+        f::kl_rows(&p.log_ps, &p.log_pt)
     }
 }
 
@@ -96,17 +98,19 @@ impl Plugin for JensenShannon {
     }
 }
 
-fn gjsd_rows(p: &crate::common::Pair, beta: f64) -> Result<Tensor> {
+fn gjsd_rows(p: &Pair, beta: f64) -> Result<Tensor> {
     let log_m = log_mix(beta, &p.log_pt, &p.log_ps)?;
     let a = f::kl_rows(&p.log_pt, &log_m)?.affine(beta, 0.0)?;
     let b = f::kl_rows(&p.log_ps, &log_m)?.affine(1.0 - beta, 0.0)?;
     a + b
 }
 
-impl LossPlugin for JensenShannon {
-    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
-        let p = pair(batch, self.cfg.temperature)?;
-        finish(&gjsd_rows(&p, 0.5)?, &p, self.cfg.temperature, self.cfg.tau_squared)
+impl Rows for JensenShannon {
+    fn tau(&self) -> (f64, bool) {
+        (self.cfg.temperature, self.cfg.tau_squared)
+    }
+    fn rows(&self, p: &Pair) -> Result<Tensor> {
+        gjsd_rows(p, 0.5)
     }
 }
 
@@ -126,11 +130,12 @@ impl Plugin for TotalVariation {
     }
 }
 
-impl LossPlugin for TotalVariation {
-    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
-        let p = pair(batch, self.cfg.temperature)?;
-        let rows = p.log_pt.exp()?.sub(&p.log_ps.exp()?)?.abs()?.sum(-1)?.affine(0.5, 0.0)?;
-        finish(&rows, &p, self.cfg.temperature, self.cfg.tau_squared)
+impl Rows for TotalVariation {
+    fn tau(&self) -> (f64, bool) {
+        (self.cfg.temperature, self.cfg.tau_squared)
+    }
+    fn rows(&self, p: &Pair) -> Result<Tensor> {
+        p.log_pt.exp()?.sub(&p.log_ps.exp()?)?.abs()?.sum(-1)?.affine(0.5, 0.0)
     }
 }
 
@@ -152,12 +157,12 @@ impl Plugin for SkewKl {
     }
 }
 
-impl LossPlugin for SkewKl {
-    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
-        let p = pair(batch, self.cfg.temperature)?;
-        let log_m = log_mix(self.cfg.alpha, &p.log_pt, &p.log_ps)?;
-        let rows = f::teacher_target_rows(&p.log_pt, &log_m, self.cfg.value_form)?;
-        finish(&rows, &p, self.cfg.temperature, self.cfg.tau_squared)
+impl Rows for SkewKl {
+    fn tau(&self) -> (f64, bool) {
+        (self.cfg.temperature, self.cfg.tau_squared)
+    }
+    fn rows(&self, p: &Pair) -> Result<Tensor> {
+        f::teacher_target_rows(&p.log_pt, &log_mix(self.cfg.alpha, &p.log_pt, &p.log_ps)?, self.cfg.value_form)
     }
 }
 
@@ -178,11 +183,12 @@ impl Plugin for SkewReverseKl {
     }
 }
 
-impl LossPlugin for SkewReverseKl {
-    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
-        let p = pair(batch, self.cfg.temperature)?;
-        let log_m = log_mix(1.0 - self.cfg.alpha, &p.log_pt, &p.log_ps)?;
-        finish(&f::kl_rows(&p.log_ps, &log_m)?, &p, self.cfg.temperature, self.cfg.tau_squared)
+impl Rows for SkewReverseKl {
+    fn tau(&self) -> (f64, bool) {
+        (self.cfg.temperature, self.cfg.tau_squared)
+    }
+    fn rows(&self, p: &Pair) -> Result<Tensor> {
+        f::kl_rows(&p.log_ps, &log_mix(1.0 - self.cfg.alpha, &p.log_pt, &p.log_ps)?)
     }
 }
 
@@ -204,14 +210,41 @@ impl Plugin for GeneralizedJsd {
     }
 }
 
-impl LossPlugin for GeneralizedJsd {
-    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
-        let p = pair(batch, self.cfg.temperature)?;
-        let rows = match self.cfg.beta {
-            b if b <= 0.0 => f::kl_rows(&p.log_pt, &p.log_ps)?,
-            b if b >= 1.0 => f::kl_rows(&p.log_ps, &p.log_pt)?,
-            b => gjsd_rows(&p, b)?,
-        };
-        finish(&rows, &p, self.cfg.temperature, self.cfg.tau_squared)
+impl Rows for GeneralizedJsd {
+    fn tau(&self) -> (f64, bool) {
+        (self.cfg.temperature, self.cfg.tau_squared)
+    }
+    fn rows(&self, p: &Pair) -> Result<Tensor> {
+        match self.cfg.beta {
+            b if b <= 0.0 => f::kl_rows(&p.log_pt, &p.log_ps),
+            b if b >= 1.0 => f::kl_rows(&p.log_ps, &p.log_pt),
+            b => gjsd_rows(p, b),
+        }
     }
 }
+
+/// A divergence given by its per-row values `[N]` (before τ²): `loss` reduces them (a token mean
+/// under a mask) and `loss_rows` returns them per sample for `[B, C]` logits.
+trait Rows {
+    /// (τ, whether to multiply by τ²).
+    fn tau(&self) -> (f64, bool);
+    fn rows(&self, p: &Pair) -> Result<Tensor>;
+}
+
+macro_rules! row_losses {
+    ($($t:ty),*) => {$(
+        impl LossPlugin for $t {
+            fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+                let (tau, sq) = self.tau();
+                let p = pair(batch, tau)?;
+                finish(&self.rows(&p)?, &p, tau, sq)
+            }
+            fn loss_rows(&mut self, batch: &Batch) -> Result<Option<Tensor>> {
+                let (tau, sq) = self.tau();
+                per_sample(batch, tau, sq, |p| self.rows(p))
+            }
+        }
+    )*};
+}
+
+row_losses!(ReverseKl, JensenShannon, TotalVariation, SkewKl, SkewReverseKl, GeneralizedJsd);

@@ -66,6 +66,26 @@ impl LossPlugin for HintonKd {
         let ce = f::reduce_rows(&ce_rows, Some(&valid))?;
         kd + ce.affine(1.0 - self.cfg.alpha, 0.0)?
     }
+
+    /// Per sample for `[B, C]` logits without a mask: `α·τ²·KL_b + (1−α)·CE_b` (an ignored label's
+    /// CE is 0); sequences decline (their reduction is a token mean).
+    fn loss_rows(&mut self, batch: &Batch) -> Result<Option<Tensor>> {
+        let zs = batch.tensor("student")?;
+        if zs.rank() != 2 || batch.get("mask").is_some() {
+            return Ok(None);
+        }
+        let zs = f::rows(&zs)?;
+        let tau = self.cfg.temperature;
+        let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
+        let scale = if self.cfg.tau_squared { tau * tau } else { 1.0 };
+        let kd =
+            f::teacher_target_logit_rows(&zt, &zs, tau, self.cfg.value_form)?.affine(scale * self.cfg.alpha, 0.0)?;
+        if self.cfg.alpha >= 1.0 {
+            return Ok(Some(kd));
+        }
+        let ce = zs.cross_entropy_rows(&batch.tensor("labels")?)?;
+        Ok(Some((kd + ce.affine(1.0 - self.cfg.alpha, 0.0)?)?))
+    }
 }
 
 export_plugins! {
