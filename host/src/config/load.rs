@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 
-use super::RunConfig;
+use super::{RunConfig, TensorName};
 
 /// The built-in default run (`retort train` with no file): the same text as
 /// `examples/mnist-hinton.toml`.
@@ -130,14 +130,23 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
         cfg.models.iter().filter(|(_, m)| m.checkpoint.is_some()).map(|(k, _)| k.as_str()).collect();
     for (i, st) in cfg.stages.iter().enumerate() {
         let key = |f: &str| format!("stages[{i}].{f}");
-        if !cfg.models.contains_key(&st.train) {
-            return fail(&key("train"), format!("no model slot `{}` (slots: {slots:?})", st.train));
+        let trained = st.train.all();
+        if trained.is_empty() {
+            return fail(&key("train"), "name the slot to train, or a list of peers".into());
+        }
+        for (k, slot) in trained.iter().enumerate() {
+            if !cfg.models.contains_key(*slot) {
+                return fail(&key("train"), format!("no model slot `{slot}` (slots: {slots:?})"));
+            }
+            if trained[..k].contains(slot) {
+                return fail(&key("train"), format!("`{slot}` is listed twice"));
+            }
         }
         if let Some(t) = &st.teacher {
             if !cfg.models.contains_key(t) {
                 return fail(&key("teacher"), format!("no model slot `{t}` (slots: {slots:?})"));
             }
-            if t == &st.train {
+            if st.train.contains(t) {
                 return fail(&key("teacher"), "a stage cannot distil a model into itself".into());
             }
             if !ready.contains(&t.as_str()) {
@@ -167,8 +176,37 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
             if !l.params.is_object() {
                 return fail(&format!("stages[{i}].losses[{j}].params"), "must be a table of parameters".into());
             }
+            if let Some(on) = &l.on {
+                if !st.train.contains(on) {
+                    return fail(
+                        &format!("stages[{i}].losses[{j}].on"),
+                        format!("`{on}` is not trained by this stage (trained: {})", st.train),
+                    );
+                }
+            }
+            for (input, name) in &l.inputs {
+                let at = format!("stages[{i}].losses[{j}].inputs.{input}");
+                match TensorName::parse(name) {
+                    Err(e) => return fail(&at, e),
+                    Ok(TensorName::Peer(p)) if !st.train.contains(&p) => {
+                        return fail(
+                            &at,
+                            format!("`peer.{p}`: `{p}` is not trained by this stage (trained: {})", st.train),
+                        )
+                    }
+                    Ok(TensorName::Teacher) if st.teacher.is_none() => {
+                        return fail(&at, "the stage has no `teacher`".into())
+                    }
+                    Ok(_) => {}
+                }
+            }
         }
-        ready.push(st.train.as_str());
+        for slot in &trained {
+            if !st.losses.iter().any(|l| l.slot(&st.train) == *slot) {
+                return fail(&key("losses"), format!("`{slot}` is trained but no term is `on` it"));
+            }
+        }
+        ready.extend(trained);
     }
     for (slot, m) in &cfg.models {
         if !m.params.is_object() {
@@ -239,6 +277,60 @@ mod tests {
         // The rendered TOML parses back to the same config.
         let again = load(&cfg.to_toml()).unwrap();
         assert_eq!(again.to_toml(), cfg.to_toml());
+    }
+
+    /// Two peers `a` and `b` with one term each; `extra` is appended to b's term.
+    fn peers(extra: &str) -> String {
+        format!(
+            r#"
+            [run]
+            name = "t"
+            [data]
+            dataset = "mnist"
+            [models.a]
+            plugin = "mlp"
+            [models.b]
+            plugin = "mlp"
+            [[stages]]
+            name = "s"
+            train = ["a", "b"]
+            epochs = 1
+            [[stages.losses]]
+            plugin = "cross-entropy"
+            [[stages.losses]]
+            name = "kd_b"
+            plugin = "hinton-kd"
+            {extra}
+        "#
+        )
+    }
+
+    #[test]
+    fn peers_and_term_inputs_are_checked_with_their_key_paths() {
+        let ok = load(&peers("on = \"b\"\ninputs = { teacher = \"peer.a\" }")).unwrap();
+        assert_eq!(ok.stages[0].train.all(), vec!["a", "b"]);
+        assert_eq!(ok.stages[0].losses[1].slot(&ok.stages[0].train), "b");
+        assert_eq!(ok.stages[0].losses[0].slot(&ok.stages[0].train), "a", "a term without `on` joins the first");
+        let cases = [
+            ("on = \"c\"", "stages[0].losses[1].on", "not trained"),
+            (
+                "on = \"b\"\ninputs = { teacher = \"peer.c\" }",
+                "stages[0].losses[1].inputs.teacher",
+                "`c` is not trained",
+            ),
+            ("on = \"b\"\ninputs = { teacher = \"teachr\" }", "stages[0].losses[1].inputs.teacher", "unknown tensor"),
+            ("on = \"b\"\ninputs = { teacher = \"teacher\" }", "stages[0].losses[1].inputs.teacher", "no `teacher`"),
+            ("", "stages[0].losses", "`b` is trained but no term is `on` it"),
+        ];
+        for (extra, key, says) in cases {
+            let e = load(&peers(extra)).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{extra}: {e}");
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+        }
+        let twice = peers("on = \"b\"").replace("[\"a\", \"b\"]", "[\"a\", \"a\"]");
+        assert!(load(&twice).unwrap_err().to_string().contains("listed twice"));
+        // A single slot still serialises as a string: saved configs of existing runs do not change.
+        assert!(load(MINIMAL).unwrap().to_toml().contains("train = \"a\""));
     }
 
     #[test]

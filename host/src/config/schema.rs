@@ -108,9 +108,87 @@ pub struct LossSection {
     pub weight_schedule: Option<WeightSchedule>,
     #[serde(default = "empty_object")]
     pub params: Value,
+    /// The trained slot whose objective this term joins (its logits are the term's `student`);
+    /// default: the stage's first trained slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
+    /// Which named tensor the plugin reads under each input name, e.g. `{ teacher = "peer.b" }`
+    /// (see [`TensorName`]); unnamed inputs keep their usual tensors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// The slots a stage trains: `train = "student"`, or `train = ["a", "b"]` for peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TrainSlots {
+    One(String),
+    Peers(Vec<String>),
+}
+
+impl TrainSlots {
+    /// Every trained slot, in config order.
+    pub fn all(&self) -> Vec<&str> {
+        match self {
+            TrainSlots::One(s) => vec![s.as_str()],
+            TrainSlots::Peers(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// The first trained slot: the objective of terms without `on`.
+    pub fn primary(&self) -> &str {
+        match self {
+            TrainSlots::One(s) => s,
+            TrainSlots::Peers(v) => v.first().map(String::as_str).unwrap_or(""),
+        }
+    }
+
+    /// Whether `slot` is trained.
+    pub fn contains(&self, slot: &str) -> bool {
+        self.all().contains(&slot)
+    }
+}
+
+impl std::fmt::Display for TrainSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.all().join(", "))
+    }
+}
+
+/// A tensor a term can read by name: `input`, `labels`, `student` (the term's own slot), `teacher`
+/// (the stage teacher), or `peer.<slot>` (a trained slot's logits, detached unless it is the
+/// term's own).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorName {
+    Input,
+    Labels,
+    Student,
+    Teacher,
+    Peer(String),
+}
+
+impl TensorName {
+    /// Parses a name, or says which names exist.
+    pub fn parse(s: &str) -> Result<TensorName, String> {
+        match s {
+            "input" => Ok(TensorName::Input),
+            "labels" => Ok(TensorName::Labels),
+            "student" => Ok(TensorName::Student),
+            "teacher" => Ok(TensorName::Teacher),
+            _ => match s.strip_prefix("peer.") {
+                Some(slot) if !slot.is_empty() => Ok(TensorName::Peer(slot.to_string())),
+                _ => Err(format!("unknown tensor `{s}`; known: input, labels, student, teacher, peer.<trained slot>")),
+            },
+        }
+    }
 }
 
 impl LossSection {
+    /// The trained slot this term's objective belongs to.
+    pub fn slot<'a>(&'a self, train: &'a TrainSlots) -> &'a str {
+        self.on.as_deref().unwrap_or_else(|| train.primary())
+    }
+
     /// The term's name in logs and metrics.
     pub fn term_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.plugin)
@@ -200,8 +278,9 @@ pub enum ScheduleKind {
 #[serde(deny_unknown_fields)]
 pub struct StageSection {
     pub name: String,
-    /// The model slot trained in this stage.
-    pub train: String,
+    /// The model slot trained in this stage, or several peers trained together, each by its own
+    /// optimizer on the terms placed `on` it (online and mutual distillation).
+    pub train: TrainSlots,
     /// The model slot used as (frozen) teacher, if any.
     #[serde(default)]
     pub teacher: Option<String>,

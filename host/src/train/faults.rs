@@ -3,7 +3,7 @@
 //! checkpoint; every decision is an event in `events.jsonl`.
 use candle_core::backprop::GradStore;
 
-use super::{live::Losses, optim::Optimizer, run::Trainer, TrainError};
+use super::{live::Losses, objectives::Objectives, run::Trainer, TrainError};
 use crate::{config::FaultPolicy, HostError};
 
 /// The result of one step's forwards, losses and backward.
@@ -11,7 +11,8 @@ pub struct StepOut {
     pub loss_v: f64,
     /// Each term's (unweighted) value, left on the device until a log line reads it.
     pub terms: Vec<(String, candle_core::Tensor)>,
-    pub grads: GradStore,
+    /// One gradient store per objective, in the stage's `train` order.
+    pub grads: Vec<GradStore>,
 }
 
 /// A step that failed in a plugin (or produced non-finite values).
@@ -88,7 +89,7 @@ impl Trainer {
         f: Fault,
         stage: usize,
         losses: &mut Losses,
-        opt: &Optimizer,
+        opt: &Objectives,
     ) -> Result<Handled, TrainError> {
         let faults = self.cfg.faults.clone();
         let policy = if f.nonfinite { faults.on_nonfinite } else { faults.on_plugin_error };

@@ -312,6 +312,19 @@ impl Trainer {
                 "the stages (names, trained slots) changed; only loss terms apply to a running training".into();
             return self.event("config_rejected", "config", None, None, Some(reason));
         }
+        // A term keeps its objective: its parameters belong to that slot's optimizer.
+        let moved = new.stages[stage].losses.iter().find(|l| {
+            let train = &new.stages[stage].train;
+            self.cfg.stages[stage]
+                .losses
+                .iter()
+                .any(|o| o.term_name() == l.term_name() && o.slot(train) != l.slot(train))
+        });
+        if let Some(l) = moved {
+            let reason =
+                format!("term `{}` moved to another trained slot (`on`); add it under a new name", l.term_name());
+            return self.event("config_rejected", "config", None, None, Some(reason));
+        }
         let stage_name = self.cfg.stages[stage].name.clone();
         // Build every new or changed term first; nothing running changes unless all are built.
         let libs_before = self.state.libraries.clone();

@@ -5,6 +5,7 @@ mod faults;
 mod live;
 pub mod log;
 pub mod metrics;
+pub mod objectives;
 pub mod optim;
 mod optim_tensor;
 pub mod preflight;

@@ -18,7 +18,7 @@ use super::{
     live::{Live, Losses, Previous},
     log::JsonLines,
     metrics::{EvalMetrics, MetricsAccumulator},
-    optim::Optimizer,
+    objectives::Objectives,
     preflight::preflight,
     report::{ModelReport, Report},
     schedule::{lr_at, weight_factor},
@@ -26,7 +26,7 @@ use super::{
     TrainError,
 };
 use crate::{
-    config::{LossSection, RunConfig, StageSection},
+    config::{LossSection, RunConfig, StageSection, TensorName},
     data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, DeviceSet, Split},
     loader::{search_dirs, Registry},
     Host, Inputs, LossInstance, ModelInstance,
@@ -357,8 +357,10 @@ impl Trainer {
         }
         let done = if r.state.stage_done { r.state.stage + 1 } else { r.state.stage };
         for st in &self.cfg.stages[..done.min(self.cfg.stages.len())] {
-            if !self.ready.contains(&st.train) {
-                self.ready.push(st.train.clone());
+            for slot in st.train.all() {
+                if !self.ready.iter().any(|r| r == slot) {
+                    self.ready.push(slot.to_string());
+                }
             }
         }
         let libraries = std::mem::take(&mut self.state.libraries);
@@ -413,11 +415,11 @@ impl Trainer {
             self.state.stage_step = 0;
         }
         self.skipped = 0;
-        if self.cfg.reference_slot() == Some(st.train.as_str()) {
+        if self.cfg.reference_slot().is_some_and(|r| st.train.contains(r)) {
             self.reference_cache.clear();
         }
         // Feature losses ask for the `student` and `teacher` taps whatever the slots are called.
-        self.host.taps.set_alias("student", Some(&st.train));
+        self.host.taps.set_alias("student", Some(st.train.primary()));
         self.host.taps.set_alias("teacher", st.teacher.as_deref());
         let subset = st.subset.unwrap_or(self.cfg.data.subset);
         let data = Arc::new(self.train.subset(subset, self.cfg.run.seed ^ 0x7a5e_7de7));
@@ -450,9 +452,10 @@ impl Trainer {
             }
             losses.push((l.clone(), inst));
         }
-        let mut opt = Optimizer::new(self.cfg.stage_optimizer(i).clone(), Vec::new());
+        let stage_name = st.name.clone();
+        let mut opt = Objectives::new(&st, self.cfg.stage_optimizer(i), |l| Self::loss_role(&stage_name, l));
         self.param_count = usize::MAX;
-        self.sync_optimizer(&st.train, &losses, &mut opt);
+        self.sync_optimizer(&st, &losses, &mut opt);
         if resuming {
             if let Some(r) = &self.resumed {
                 opt.load_state(&r.optimizer, r.state.stage_step);
@@ -530,7 +533,7 @@ impl Trainer {
                     let mut rec = json!({
                         "type": "train", "stage": st.name, "epoch": epoch + 1, "step": self.state.global_step,
                         "stage_step": self.state.stage_step, "loss": loss_v, "terms": terms, "lr": lr,
-                        "steps_per_s": sps, "plugin_metrics": plugin_metrics, "opt_steps": opt.steps,
+                        "steps_per_s": sps, "plugin_metrics": plugin_metrics, "opt_steps": opt.steps(),
                     });
                     if let (Some(o), Some(p)) = (rec.as_object_mut(), self.provenance().as_object()) {
                         o.extend(p.clone());
@@ -565,45 +568,49 @@ impl Trainer {
             }
             self.add_seconds(&st.train, t0.elapsed().as_secs_f64());
             if (epoch + 1) % self.cfg.eval.every_epochs.max(1) == 0 || epoch + 1 == st.epochs {
-                let (split, set) = self.eval_split.clone();
-                let m = self.evaluate(&st.train, split, &set)?;
-                let mut rec = serde_json::to_value(&m).map_err(|e| TrainError::Other(e.to_string()))?;
-                if let Some(o) = rec.as_object_mut() {
-                    o.insert("type".into(), json!("eval"));
-                    o.insert("stage".into(), json!(st.name));
-                    o.insert("model".into(), json!(st.train));
-                    o.insert("split".into(), json!(format!("{split:?}").to_lowercase()));
-                    o.insert("epoch".into(), json!(epoch + 1));
-                    o.insert("step".into(), json!(self.state.global_step));
-                    if let Some(p) = self.provenance().as_object() {
-                        o.extend(p.clone());
+                for slot in st.train.all() {
+                    let (split, set) = self.eval_split.clone();
+                    let m = self.evaluate(slot, split, &set)?;
+                    let mut rec = serde_json::to_value(&m).map_err(|e| TrainError::Other(e.to_string()))?;
+                    if let Some(o) = rec.as_object_mut() {
+                        o.insert("type".into(), json!("eval"));
+                        o.insert("stage".into(), json!(st.name));
+                        o.insert("model".into(), json!(slot));
+                        o.insert("split".into(), json!(format!("{split:?}").to_lowercase()));
+                        o.insert("epoch".into(), json!(epoch + 1));
+                        o.insert("step".into(), json!(self.state.global_step));
+                        if let Some(p) = self.provenance().as_object() {
+                            o.extend(p.clone());
+                        }
                     }
+                    self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
+                    tracing::info!(stage = %st.name, slot, epoch = epoch + 1, errors = m.test_errors, "eval");
+                    let step = self.state.global_step;
+                    self.tensorboard(|tb| {
+                        let pairs = [
+                            ("errors", Some(m.test_errors as f64)),
+                            ("accuracy", Some(m.accuracy)),
+                            ("nll", Some(m.nll)),
+                            ("ece", Some(m.ece)),
+                            ("fidelity", m.fidelity),
+                            ("kl_to_teacher", m.kl_to_teacher),
+                        ];
+                        for (k, v) in pairs.iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
+                            tb.scalar(&format!("eval/{slot}/{k}"), step, v)?;
+                        }
+                        tb.flush()
+                    });
                 }
-                self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
-                tracing::info!(stage = %st.name, epoch = epoch + 1, errors = m.test_errors, "eval");
-                let (step, slot) = (self.state.global_step, st.train.clone());
-                self.tensorboard(|tb| {
-                    let pairs = [
-                        ("errors", Some(m.test_errors as f64)),
-                        ("accuracy", Some(m.accuracy)),
-                        ("nll", Some(m.nll)),
-                        ("ece", Some(m.ece)),
-                        ("fidelity", m.fidelity),
-                        ("kl_to_teacher", m.kl_to_teacher),
-                    ];
-                    for (k, v) in pairs.iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
-                        tb.scalar(&format!("eval/{slot}/{k}"), step, v)?;
-                    }
-                    tb.flush()
-                });
             }
             self.state.batch = 0;
             self.state.epoch = epoch + 1;
         }
         self.console.finish();
-        self.save_model(&st.train)?;
-        if !self.ready.contains(&st.train) {
-            self.ready.push(st.train.clone());
+        for slot in st.train.all() {
+            self.save_model(slot)?;
+            if !self.ready.iter().any(|r| r == slot) {
+                self.ready.push(slot.to_string());
+            }
         }
         self.state.stage_done = true;
         self.checkpoint(&losses, &opt)?;
@@ -612,13 +619,14 @@ impl Trainer {
     }
 
     /// Forwards, losses and gradients of one step; a failure is attributed to the plugin slot it
-    /// came from, so the fault policy can act on it.
+    /// came from, so the fault policy can act on it. One objective per trained slot: its terms'
+    /// weighted sum, its own backward.
     fn compute_step(
         &mut self,
         st: &StageSection,
         batch: &Batch,
         losses: &mut Losses,
-        opt: &mut Optimizer,
+        objs: &mut Objectives,
         (step, epoch, total): (usize, usize, usize),
     ) -> std::result::Result<StepOut, StepError> {
         self.host.taps.clear();
@@ -631,45 +639,57 @@ impl Trainer {
             }
             None => None,
         };
-        let student = self.models.get_mut(&st.train).ok_or_else(|| TrainError::Other("no student".into()))?;
-        let logits = student
-            .forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))
-            .map_err(|e| StepError::plugin(&st.train, e))?;
-        let mut inputs = Inputs::new()
-            .tensor("student", &logits)
-            .tensor("labels", &batch.labels)
-            .scalar("step", step as f64)
-            .scalar("epoch", (epoch + 1) as f64)
-            .scalar("total_steps", total as f64)
-            .scalar("train", 1.0);
-        if let Some(t) = &teacher {
-            inputs = inputs.tensor("teacher", t);
+        let mut outs: Vec<(String, Tensor)> = Vec::new();
+        for slot in st.train.all() {
+            let m = self.models.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
+            let z = m
+                .forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))
+                .map_err(|e| StepError::plugin(slot, e))?;
+            outs.push((slot.to_string(), z));
         }
+        let named = Named { outs: &outs, teacher: teacher.as_ref(), batch };
         let mut terms = Vec::with_capacity(losses.len());
-        let mut sum: Option<Tensor> = None;
+        let mut sums: Vec<Option<Tensor>> = vec![None; objs.list.len()];
         for (sec, inst) in losses.iter_mut() {
+            let slot = sec.slot(&st.train);
+            let k = objs.list.iter().position(|o| o.slot == slot);
+            let k =
+                k.ok_or_else(|| TrainError::Other(format!("term `{}`: `{slot}` is not trained", sec.term_name())))?;
+            let inputs = named
+                .inputs(sec, slot)?
+                .scalar("step", step as f64)
+                .scalar("epoch", (epoch + 1) as f64)
+                .scalar("total_steps", total as f64)
+                .scalar("train", 1.0);
             let v = inst.loss_unread(&inputs).map_err(|e| StepError::plugin(&inst.ctx().role, e))?;
             let w = sec.weight * weight_factor(sec.weight_schedule.as_ref(), step, total, epoch + 1);
             let wv = v.affine(w, 0.0)?;
             terms.push((sec.term_name().to_string(), v.detach()));
-            sum = Some(match sum {
+            sums[k] = Some(match sums[k].take() {
                 Some(s) => (s + wv)?,
                 None => wv,
             });
         }
-        let loss = sum.ok_or_else(|| TrainError::Other("stage without losses".into()))?;
         // Parameters a plugin made during this step (or a term added live) train from now on.
-        self.sync_optimizer(&st.train, losses, opt);
-        let mut grads = crate::backend::backward(&loss)?;
+        self.sync_optimizer(st, losses, objs);
         let clip = st.clip_grad_norm > 0.0;
-        // The step's one read from the device, after the backward is queued: the loss (and the
-        // squared gradient norm when clipping), checked before the optimizer may use them.
-        let mut probe = vec![loss.to_dtype(DType::F64)?.reshape(1)?];
-        if clip {
-            probe.push(opt.grad_norm_sq(&grads, loss.device())?.reshape(1)?);
+        let mut grads = Vec::with_capacity(sums.len());
+        let mut probe = Vec::with_capacity(2 * sums.len());
+        for (o, sum) in objs.list.iter().zip(&sums) {
+            let loss = sum.as_ref().ok_or_else(|| TrainError::Other(format!("`{}` has no loss term", o.slot)))?;
+            grads.push(crate::backend::backward(loss)?);
+            probe.push(loss.to_dtype(DType::F64)?.reshape(1)?);
         }
+        if clip {
+            for (o, g) in objs.list.iter().zip(&grads) {
+                probe.push(o.opt.grad_norm_sq(g, x.device())?.reshape(1)?);
+            }
+        }
+        // The step's one read from the device, after the backwards are queued: each objective's
+        // loss (and squared gradient norm when clipping), checked before any optimizer runs.
         let read = Tensor::cat(&probe, 0)?.to_vec1::<f64>()?;
-        let loss_v = read[0];
+        let n = sums.len();
+        let loss_v: f64 = read[..n].iter().sum();
         if !loss_v.is_finite() {
             // Only now each term is read, to name the one that failed.
             for ((_, inst), (_, v)) in losses.iter().zip(&terms) {
@@ -678,18 +698,20 @@ impl Trainer {
             return Err(StepError::nonfinite_sum(loss_v));
         }
         if clip {
-            let norm = read[1].sqrt();
-            if !norm.is_finite() {
-                return Err(StepError::nonfinite_gradients(norm));
+            for (k, (o, g)) in objs.list.iter().zip(grads.iter_mut()).enumerate() {
+                let norm = read[n + k].sqrt();
+                if !norm.is_finite() {
+                    return Err(StepError::nonfinite_gradients(norm));
+                }
+                o.opt.clip_grads(g, norm, st.clip_grad_norm)?;
             }
-            opt.clip_grads(&mut grads, norm, st.clip_grad_norm)?;
         }
         Ok(StepOut { loss_v, terms, grads })
     }
 
     /// A failure of the host itself inside a step: recorded, and a checkpoint of the state before
     /// the step written when possible, so the run can be resumed once the cause is fixed.
-    fn stop_on_host_error(&mut self, e: TrainError, losses: &Losses, opt: &Optimizer) -> TrainError {
+    fn stop_on_host_error(&mut self, e: TrainError, losses: &Losses, opt: &Objectives) -> TrainError {
         self.event("stopped", "host", None, None, Some(e.to_string()));
         self.console.abandon();
         if let Err(ck) = self.checkpoint(losses, opt) {
@@ -698,27 +720,27 @@ impl Trainer {
         e
     }
 
-    /// Gives the optimizer every trainable parameter of the trained slot and of the stage's loss
+    /// Gives each objective's optimizer every trainable parameter of its slot and of its loss
     /// terms that it does not have yet (cheap when nothing was created).
-    fn sync_optimizer(&mut self, train: &str, losses: &Losses, opt: &mut Optimizer) {
+    fn sync_optimizer(&mut self, st: &StageSection, losses: &Losses, objs: &mut Objectives) {
         let n = self.host.params.len();
         if n == self.param_count {
             return;
         }
         self.param_count = n;
-        let groups: Vec<&str> =
-            std::iter::once(train).chain(losses.iter().map(|(_, l)| l.ctx().role.as_str())).collect();
-        let new: Vec<(String, candle_core::Var)> = self
-            .host
-            .params
-            .params(None)
-            .into_iter()
-            .filter(|p| p.trainable && groups.contains(&p.group.as_str()))
-            .map(|p| (format!("{}.{}", p.group, p.name), p.var))
-            .filter(|(name, _)| !opt.has(name))
-            .collect();
-        if !new.is_empty() {
-            opt.add_params(new);
+        let params = self.host.params.params(None);
+        for o in &mut objs.list {
+            let terms = losses.iter().filter(|(sec, _)| sec.slot(&st.train) == o.slot);
+            o.groups = std::iter::once(o.slot.clone()).chain(terms.map(|(_, l)| l.ctx().role.clone())).collect();
+            let new: Vec<(String, candle_core::Var)> = params
+                .iter()
+                .filter(|p| p.trainable && o.groups.contains(&p.group))
+                .map(|p| (format!("{}.{}", p.group, p.name), p.var.clone()))
+                .filter(|(name, _)| !o.opt.has(name))
+                .collect();
+            if !new.is_empty() {
+                o.opt.add_params(new);
+            }
         }
     }
 
@@ -738,12 +760,15 @@ impl Trainer {
         self.wall_mark = Instant::now();
     }
 
-    fn add_seconds(&mut self, slot: &str, s: f64) {
-        *self.state.train_seconds.entry(slot.to_string()).or_default() += s;
+    /// Adds training time to every slot in `train` (peers train together).
+    fn add_seconds(&mut self, train: &crate::config::TrainSlots, s: f64) {
+        for slot in train.all() {
+            *self.state.train_seconds.entry(slot.to_string()).or_default() += s;
+        }
     }
 
     /// Writes a resumable checkpoint of the whole run.
-    pub(super) fn checkpoint(&mut self, losses: &[(LossSection, LossInstance)], opt: &Optimizer) -> Result<()> {
+    pub(super) fn checkpoint(&mut self, losses: &[(LossSection, LossInstance)], opt: &Objectives) -> Result<()> {
         self.last_checkpoint = Instant::now();
         self.account_wall();
         for (slot, m) in &self.models {
@@ -880,5 +905,43 @@ impl Trainer {
             wall_seconds: 0.0,
             models,
         })
+    }
+}
+
+/// The tensors a step's terms can read by name (see [`TensorName`]).
+struct Named<'a> {
+    /// Every trained slot's logits, in `train` order.
+    outs: &'a [(String, Tensor)],
+    teacher: Option<&'a Tensor>,
+    batch: &'a Batch,
+}
+
+impl Named<'_> {
+    /// The inputs of a term on `slot`: `student` (the slot's logits), `labels`, `teacher` (when
+    /// the stage has one), then the term's own `inputs` mapping. Another peer's logits are
+    /// detached: an objective trains only its own slot.
+    fn inputs(&self, sec: &LossSection, slot: &str) -> Result<Inputs> {
+        let logits = |s: &str| -> Result<Tensor> {
+            let z = self.outs.iter().find(|(n, _)| n == s).map(|(_, z)| z);
+            let z = z.ok_or_else(|| TrainError::Other(format!("`{s}` is not trained by this stage")))?;
+            Ok(if s == slot { z.clone() } else { z.detach() })
+        };
+        let mut inputs = Inputs::new().tensor("student", &logits(slot)?).tensor("labels", &self.batch.labels);
+        if let Some(t) = self.teacher {
+            inputs = inputs.tensor("teacher", t);
+        }
+        for (input, name) in &sec.inputs {
+            let t = match TensorName::parse(name).map_err(TrainError::Other)? {
+                TensorName::Input => self.batch.images.clone(),
+                TensorName::Labels => self.batch.labels.clone(),
+                TensorName::Student => logits(slot)?,
+                TensorName::Teacher => {
+                    self.teacher.cloned().ok_or_else(|| TrainError::Other("the stage has no teacher".into()))?
+                }
+                TensorName::Peer(p) => logits(&p)?,
+            };
+            inputs = inputs.tensor(input, &t);
+        }
+        Ok(inputs)
     }
 }
