@@ -142,18 +142,27 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                 return fail(&key("train"), format!("`{slot}` is listed twice"));
             }
         }
-        if let Some(t) = &st.teacher {
+        let teacher_keys = st.teacher.iter().map(|t| (key("teacher"), t));
+        let listed = st.teachers.iter().enumerate().map(|(k, t)| (format!("stages[{i}].teachers[{k}]"), t));
+        for (k, (at, t)) in teacher_keys.chain(listed).enumerate() {
+            if cfg.teachers.contains_key(t) {
+                continue;
+            }
             if !cfg.models.contains_key(t) {
-                return fail(&key("teacher"), format!("no model slot `{t}` (slots: {slots:?})"));
+                let plugins: Vec<&String> = cfg.teachers.keys().collect();
+                return fail(
+                    &at,
+                    format!("no model slot or teacher plugin `{t}` (models: {slots:?}, teachers: {plugins:?})"),
+                );
             }
             if st.train.contains(t) {
-                return fail(&key("teacher"), "a stage cannot distil a model into itself".into());
+                return fail(&at, "a stage cannot distil a model into itself".into());
             }
             if !ready.contains(&t.as_str()) {
-                return fail(
-                    &key("teacher"),
-                    format!("`{t}` is neither trained by an earlier stage nor loaded from a checkpoint"),
-                );
+                return fail(&at, format!("`{t}` is neither trained by an earlier stage nor loaded from a checkpoint"));
+            }
+            if st.teachers.iter().filter(|x| *x == t).count() > 1 && k > 0 {
+                return fail(&at, format!("`{t}` is listed twice"));
             }
         }
         if st.epochs == 0 {
@@ -197,6 +206,12 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                     Ok(TensorName::Teacher) if st.teacher.is_none() => {
                         return fail(&at, "the stage has no `teacher`".into())
                     }
+                    Ok(TensorName::TeacherOf(t)) if st.teacher.as_ref() != Some(&t) && !st.teachers.contains(&t) => {
+                        return fail(&at, format!("`teacher.{t}`: `{t}` is not one of the stage's teachers"))
+                    }
+                    Ok(TensorName::Teachers) if !st.teachers.iter().any(|t| cfg.models.contains_key(t)) => {
+                        return fail(&at, "`teachers` needs model slots in the stage's `teachers`".into())
+                    }
                     Ok(_) => {}
                 }
             }
@@ -207,6 +222,14 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
             }
         }
         ready.extend(trained);
+    }
+    for (slot, t) in &cfg.teachers {
+        if cfg.models.contains_key(slot) {
+            return fail(&format!("teachers.{slot}"), format!("`{slot}` is also a model slot; give one another name"));
+        }
+        if !t.params.is_object() {
+            return fail(&format!("teachers.{slot}.params"), "must be a table of parameters".into());
+        }
     }
     for (slot, m) in &cfg.models {
         if !m.params.is_object() {

@@ -12,6 +12,9 @@ pub struct RunConfig {
     pub data: DataSection,
     /// Named model slots (`teacher`, `scratch`, `student`, …).
     pub models: BTreeMap<String, ModelSection>,
+    /// Named teacher-plugin slots (ensembles, cached teachers), used by stages' `teachers`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub teachers: BTreeMap<String, TeacherSection>,
     /// Default optimizer for stages that do not set one.
     #[serde(default)]
     pub optimizer: OptimizerSection,
@@ -92,6 +95,17 @@ pub struct ModelSection {
     pub checkpoint: Option<PathBuf>,
 }
 
+/// `[teachers.<slot>]`: a teacher plugin instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherSection {
+    /// A teacher plugin name (`ensemble`).
+    pub plugin: String,
+    /// The plugin's parameters (see `retort plugins inspect`).
+    #[serde(default = "empty_object")]
+    pub params: Value,
+}
+
 /// One loss term of a stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -156,14 +170,17 @@ impl std::fmt::Display for TrainSlots {
 }
 
 /// A tensor a term can read by name: `input`, `labels`, `student` (the term's own slot), `teacher`
-/// (the stage teacher), or `peer.<slot>` (a trained slot's logits, detached unless it is the
-/// term's own).
+/// (the stage teacher), `teacher.<slot>` (one of the stage's teachers), `teachers` (the model
+/// teachers stacked, `[T, B, C]`), or `peer.<slot>` (a trained slot's logits, detached unless it
+/// is the term's own).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorName {
     Input,
     Labels,
     Student,
     Teacher,
+    TeacherOf(String),
+    Teachers,
     Peer(String),
 }
 
@@ -175,9 +192,14 @@ impl TensorName {
             "labels" => Ok(TensorName::Labels),
             "student" => Ok(TensorName::Student),
             "teacher" => Ok(TensorName::Teacher),
-            _ => match s.strip_prefix("peer.") {
-                Some(slot) if !slot.is_empty() => Ok(TensorName::Peer(slot.to_string())),
-                _ => Err(format!("unknown tensor `{s}`; known: input, labels, student, teacher, peer.<trained slot>")),
+            "teachers" => Ok(TensorName::Teachers),
+            _ => match (s.strip_prefix("peer."), s.strip_prefix("teacher.")) {
+                (Some(slot), _) if !slot.is_empty() => Ok(TensorName::Peer(slot.to_string())),
+                (_, Some(slot)) if !slot.is_empty() => Ok(TensorName::TeacherOf(slot.to_string())),
+                _ => Err(format!(
+                    "unknown tensor `{s}`; known: input, labels, student, teacher, teacher.<slot>, teachers, \
+                     peer.<trained slot>"
+                )),
             },
         }
     }
@@ -281,9 +303,13 @@ pub struct StageSection {
     /// The model slot trained in this stage, or several peers trained together, each by its own
     /// optimizer on the terms placed `on` it (online and mutual distillation).
     pub train: TrainSlots,
-    /// The model slot used as (frozen) teacher, if any.
+    /// The teacher (`teacher` tensor): a model slot (frozen) or a teacher-plugin slot, if any.
     #[serde(default)]
     pub teacher: Option<String>,
+    /// Further teachers run every step, in order: model slots (frozen, stacked as `teachers`
+    /// `[T, B, C]`) and teacher-plugin slots; each one's logits are `teacher.<slot>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teachers: Vec<String>,
     pub epochs: usize,
     /// Training samples used in this stage (0 = `data.subset`): a small transfer set.
     #[serde(default)]

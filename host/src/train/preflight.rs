@@ -55,7 +55,13 @@ pub fn plugin_uses(cfg: &RunConfig) -> Vec<PluginUse<'_>> {
             params: &l.params,
         })
     });
-    models.chain(losses).collect()
+    let teachers = cfg.teachers.iter().map(|(slot, t)| PluginUse {
+        key: format!("teachers.{slot}"),
+        plugin: &t.plugin,
+        kind: kind::TEACHER,
+        params: &t.params,
+    });
+    models.chain(teachers).chain(losses).collect()
 }
 
 /// Checks the parameter names and value types of `u` against the plugin's description; the
@@ -156,6 +162,8 @@ fn construct(host: &Host, lib: &Arc<crate::Library>, u: &PluginUse<'_>, role: &s
     let params = u.params.to_string();
     if u.kind == kind::MODEL {
         ModelInstance::new(host, lib, u.plugin, role, &params).map(drop)
+    } else if u.kind == kind::TEACHER {
+        crate::TeacherInstance::new(host, lib, u.plugin, role, &params).map(drop)
     } else {
         LossInstance::new(host, lib, u.plugin, role, &params).map(drop)
     }

@@ -29,7 +29,7 @@ use crate::{
     config::{LossSection, RunConfig, StageSection, TensorName},
     data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, DeviceSet, Split},
     loader::{search_dirs, Registry},
-    Host, Inputs, LossInstance, ModelInstance,
+    Host, Inputs, LossInstance, ModelInstance, TeacherInstance,
 };
 
 /// How to run.
@@ -73,6 +73,8 @@ pub struct Trainer {
     pub(super) host: Host,
     pub(super) registry: Registry,
     pub(super) models: BTreeMap<String, ModelInstance>,
+    /// Teacher-plugin instances by slot (`[teachers.<slot>]`).
+    teacher_plugins: BTreeMap<String, TeacherInstance>,
     train: Arc<Dataset>,
     eval_split: (Split, Arc<Dataset>),
     test: Arc<Dataset>,
@@ -297,6 +299,7 @@ impl Trainer {
             host,
             registry,
             models: BTreeMap::new(),
+            teacher_plugins: BTreeMap::new(),
             train,
             eval_split,
             test,
@@ -327,6 +330,11 @@ impl Trainer {
             let inst = ModelInstance::new(&t.host, &lib, &m.plugin, &slot, &m.params.to_string())?;
             t.models.insert(slot, inst);
         }
+        for (slot, tp) in t.cfg.teachers.clone() {
+            let lib = t.load_plugin(&slot, &tp.plugin, kind::TEACHER)?;
+            let inst = TeacherInstance::new(&t.host, &lib, &tp.plugin, &slot, &tp.params.to_string())?;
+            t.teacher_plugins.insert(slot, inst);
+        }
         if let Some(r) = resumed {
             t.restore(r)?;
             let why = format!("from the checkpoint at step {} (stage {})", t.state.global_step, t.state.stage);
@@ -353,6 +361,14 @@ impl Trainer {
             }
             if let Some(s) = r.state.plugin_states.get(slot) {
                 m.load_state(s)?;
+            }
+        }
+        for (slot, tp) in self.teacher_plugins.iter_mut() {
+            if let Some((seed, pos)) = r.state.rng.get(slot) {
+                tp.ctx().set_rng_state(*seed, *pos);
+            }
+            if let Some(s) = r.state.plugin_states.get(slot) {
+                tp.load_state(s)?;
             }
         }
         let done = if r.state.stage_done { r.state.stage + 1 } else { r.state.stage };
@@ -631,14 +647,8 @@ impl Trainer {
     ) -> std::result::Result<StepOut, StepError> {
         self.host.taps.clear();
         let x = &batch.images;
-        let teacher = match &st.teacher {
-            Some(t) => {
-                let m = self.models.get_mut(t).ok_or_else(|| TrainError::Other(format!("no model `{t}`")))?;
-                let out = m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0));
-                Some(out.map_err(|e| StepError::plugin(t, e))?.detach())
-            }
-            None => None,
-        };
+        let (teachers, stacked) = self.run_teachers(st, batch)?;
+        let teacher = st.teacher.as_ref().and_then(|t| teachers.iter().find(|(n, _)| n == t)).map(|(_, z)| z.clone());
         let mut outs: Vec<(String, Tensor)> = Vec::new();
         for slot in st.train.all() {
             let m = self.models.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
@@ -647,7 +657,8 @@ impl Trainer {
                 .map_err(|e| StepError::plugin(slot, e))?;
             outs.push((slot.to_string(), z));
         }
-        let named = Named { outs: &outs, teacher: teacher.as_ref(), batch };
+        let named =
+            Named { outs: &outs, teacher: teacher.as_ref(), teachers: &teachers, stacked: stacked.as_ref(), batch };
         let mut terms = Vec::with_capacity(losses.len());
         let mut sums: Vec<Option<Tensor>> = vec![None; objs.list.len()];
         for (sec, inst) in losses.iter_mut() {
@@ -707,6 +718,42 @@ impl Trainer {
             }
         }
         Ok(StepOut { loss_v, terms, grads })
+    }
+
+    /// The stage's teachers for this batch, by slot: model slots in evaluation mode (detached),
+    /// stacked `[T, B, C]` in the order of `teachers`; then teacher plugins, which read those.
+    /// The stage's `teacher` runs too when it is not listed.
+    fn run_teachers(
+        &mut self,
+        st: &StageSection,
+        batch: &Batch,
+    ) -> std::result::Result<TeacherOutputs, StepError> {
+        let extra = st.teacher.iter().filter(|t| !st.teachers.contains(t));
+        let order: Vec<String> = st.teachers.iter().chain(extra).cloned().collect();
+        let x = &batch.images;
+        let mut out: Vec<(String, Tensor)> = Vec::new();
+        for t in &order {
+            if let Some(m) = self.models.get_mut(t) {
+                let z = m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0));
+                out.push((t.clone(), z.map_err(|e| StepError::plugin(t, e))?.detach()));
+            }
+        }
+        let listed: Vec<&Tensor> = out.iter().filter(|(n, _)| st.teachers.contains(n)).map(|(_, z)| z).collect();
+        let stacked = if listed.is_empty() { None } else { Some(Tensor::stack(&listed, 0)?) };
+        for t in &order {
+            if let Some(tp) = self.teacher_plugins.get_mut(t) {
+                let mut inputs = Inputs::new().tensor("input", x).tensor("labels", &batch.labels).scalar("train", 0.0);
+                if let Some(s) = &stacked {
+                    inputs = inputs.tensor("teachers", s);
+                }
+                for (n, z) in &out {
+                    inputs = inputs.tensor(&format!("teacher.{n}"), z);
+                }
+                let z = tp.logits(&inputs).map_err(|e| StepError::plugin(t, e))?.detach();
+                out.push((t.clone(), z));
+            }
+        }
+        Ok((out, stacked))
     }
 
     /// A failure of the host itself inside a step: recorded, and a checkpoint of the state before
@@ -774,6 +821,10 @@ impl Trainer {
         for (slot, m) in &self.models {
             self.state.rng.insert(slot.clone(), m.ctx().rng_state());
             self.state.plugin_states.insert(slot.clone(), m.state()?);
+        }
+        for (slot, tp) in &self.teacher_plugins {
+            self.state.rng.insert(slot.clone(), tp.ctx().rng_state());
+            self.state.plugin_states.insert(slot.clone(), tp.state()?);
         }
         for (_, l) in losses {
             self.state.rng.insert(l.ctx().role.clone(), l.ctx().rng_state());
@@ -908,11 +959,17 @@ impl Trainer {
     }
 }
 
+/// The stage's teachers' logits by slot, and the model teachers stacked `[T, B, C]`.
+type TeacherOutputs = (Vec<(String, Tensor)>, Option<Tensor>);
+
 /// The tensors a step's terms can read by name (see [`TensorName`]).
 struct Named<'a> {
     /// Every trained slot's logits, in `train` order.
     outs: &'a [(String, Tensor)],
     teacher: Option<&'a Tensor>,
+    /// Every teacher's logits by slot (`teacher.<slot>`), and the model teachers stacked.
+    teachers: &'a [(String, Tensor)],
+    stacked: Option<&'a Tensor>,
     batch: &'a Batch,
 }
 
@@ -930,6 +987,12 @@ impl Named<'_> {
         if let Some(t) = self.teacher {
             inputs = inputs.tensor("teacher", t);
         }
+        if let Some(t) = self.stacked {
+            inputs = inputs.tensor("teachers", t);
+        }
+        for (n, z) in self.teachers {
+            inputs = inputs.tensor(&format!("teacher.{n}"), z);
+        }
         for (input, name) in &sec.inputs {
             let t = match TensorName::parse(name).map_err(TrainError::Other)? {
                 TensorName::Input => self.batch.images.clone(),
@@ -939,6 +1002,15 @@ impl Named<'_> {
                     self.teacher.cloned().ok_or_else(|| TrainError::Other("the stage has no teacher".into()))?
                 }
                 TensorName::Peer(p) => logits(&p)?,
+                TensorName::TeacherOf(t) => self
+                    .teachers
+                    .iter()
+                    .find(|(n, _)| *n == t)
+                    .map(|(_, z)| z.clone())
+                    .ok_or_else(|| TrainError::Other(format!("`teacher.{t}` is not one of the stage's teachers")))?,
+                TensorName::Teachers => {
+                    self.stacked.cloned().ok_or_else(|| TrainError::Other("the stage has no model teachers".into()))?
+                }
             };
             inputs = inputs.tensor(input, &t);
         }
