@@ -723,11 +723,7 @@ impl Trainer {
     /// The stage's teachers for this batch, by slot: model slots in evaluation mode (detached),
     /// stacked `[T, B, C]` in the order of `teachers`; then teacher plugins, which read those.
     /// The stage's `teacher` runs too when it is not listed.
-    fn run_teachers(
-        &mut self,
-        st: &StageSection,
-        batch: &Batch,
-    ) -> std::result::Result<TeacherOutputs, StepError> {
+    fn run_teachers(&mut self, st: &StageSection, batch: &Batch) -> std::result::Result<TeacherOutputs, StepError> {
         let extra = st.teacher.iter().filter(|t| !st.teachers.contains(t));
         let order: Vec<String> = st.teachers.iter().chain(extra).cloned().collect();
         let x = &batch.images;
