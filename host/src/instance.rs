@@ -244,16 +244,22 @@ impl LossInstance {
         Ok(Some(t))
     }
 
+    /// The loss per sample, or an error naming the plugin when it has no per-sample form.
+    pub fn rows(&mut self, inputs: &Inputs) -> Result<Tensor> {
+        match self.loss_rows(inputs)? {
+            Some(r) => Ok(r),
+            None => Err(self.fail(ApiError::new(
+                code::UNSUPPORTED,
+                "this loss has no per-sample form, so it cannot take sample weights, routes or masks",
+            ))),
+        }
+    }
+
     /// The loss with per-sample weights `w` (`[B]`): `mean(w ⊙ rows)`, so that a weight of 1
     /// everywhere gives the plugin's own loss and a weight of 0 removes a sample, gradient included.
     /// Errors (naming the plugin) when it has no per-sample form or the rows do not match `w`.
     pub fn weighted_loss(&mut self, inputs: &Inputs, w: &Tensor) -> Result<Tensor> {
-        let Some(rows) = self.loss_rows(inputs)? else {
-            return Err(self.fail(ApiError::new(
-                code::UNSUPPORTED,
-                "this loss has no per-sample form, so it cannot take sample weights, routes or masks",
-            )));
-        };
+        let rows = self.rows(inputs)?;
         if rows.dims() != w.dims() {
             return Err(self.fail(ApiError::new(
                 code::INVALID,

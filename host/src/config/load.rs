@@ -171,6 +171,18 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
         if st.losses.is_empty() {
             return fail(&key("losses"), "at least one loss is needed".into());
         }
+        if let Some(r) = &st.router {
+            if !cfg.routers.contains_key(r) {
+                let known: Vec<&String> = cfg.routers.keys().collect();
+                return fail(&key("router"), format!("no router slot `{r}` (routers: {known:?})"));
+            }
+            if !st.teachers.iter().any(|t| cfg.models.contains_key(t)) {
+                return fail(
+                    &key("router"),
+                    "a router weighs the model slots in `teachers`; the stage has none".into(),
+                );
+            }
+        }
         let mut terms = std::collections::BTreeSet::new();
         for (j, l) in st.losses.iter().enumerate() {
             if !terms.insert(l.term_name()) {
@@ -184,6 +196,12 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
             }
             if !l.params.is_object() {
                 return fail(&format!("stages[{i}].losses[{j}].params"), "must be a table of parameters".into());
+            }
+            if l.over_teachers && !st.teachers.iter().any(|t| cfg.models.contains_key(t)) {
+                return fail(
+                    &format!("stages[{i}].losses[{j}].over_teachers"),
+                    "needs model slots in the stage's `teachers` to run over".into(),
+                );
             }
             if let Some(on) = &l.on {
                 if !st.train.contains(on) {
@@ -212,6 +230,9 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                     Ok(TensorName::Teachers) if !st.teachers.iter().any(|t| cfg.models.contains_key(t)) => {
                         return fail(&at, "`teachers` needs model slots in the stage's `teachers`".into())
                     }
+                    Ok(TensorName::Route) if st.router.is_none() => {
+                        return fail(&at, "the stage has no `router`".into())
+                    }
                     Ok(_) => {}
                 }
             }
@@ -222,6 +243,17 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
             }
         }
         ready.extend(trained);
+    }
+    for (slot, r) in &cfg.routers {
+        if cfg.models.contains_key(slot) || cfg.teachers.contains_key(slot) {
+            return fail(
+                &format!("routers.{slot}"),
+                format!("`{slot}` is also a model or teacher slot; give one another name"),
+            );
+        }
+        if !r.params.is_object() {
+            return fail(&format!("routers.{slot}.params"), "must be a table of parameters".into());
+        }
     }
     for (slot, t) in &cfg.teachers {
         if cfg.models.contains_key(slot) {

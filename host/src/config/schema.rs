@@ -15,6 +15,9 @@ pub struct RunConfig {
     /// Named teacher-plugin slots (ensembles, cached teachers), used by stages' `teachers`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub teachers: BTreeMap<String, TeacherSection>,
+    /// Named router-plugin slots (per-sample teacher weights), used by stages' `router`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routers: BTreeMap<String, TeacherSection>,
     /// Default optimizer for stages that do not set one.
     #[serde(default)]
     pub optimizer: OptimizerSection,
@@ -95,11 +98,11 @@ pub struct ModelSection {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// `[teachers.<slot>]`: a teacher plugin instance.
+/// `[teachers.<slot>]` or `[routers.<slot>]`: a teacher or router plugin instance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TeacherSection {
-    /// A teacher plugin name (`ensemble`).
+    /// The plugin's name (`ensemble`, `confidence`).
     pub plugin: String,
     /// The plugin's parameters (see `retort plugins inspect`).
     #[serde(default = "empty_object")]
@@ -130,6 +133,10 @@ pub struct LossSection {
     /// (see [`TensorName`]); unnamed inputs keep their usual tensors.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, String>,
+    /// Run the term once per model teacher of the stage's `teachers` (each as `teacher`) and
+    /// combine its per-sample values with the stage's `route` (uniform without a router).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub over_teachers: bool,
 }
 
 /// The slots a stage trains: `train = "student"`, or `train = ["a", "b"]` for peers.
@@ -181,6 +188,7 @@ pub enum TensorName {
     Teacher,
     TeacherOf(String),
     Teachers,
+    Route,
     Peer(String),
 }
 
@@ -193,11 +201,12 @@ impl TensorName {
             "student" => Ok(TensorName::Student),
             "teacher" => Ok(TensorName::Teacher),
             "teachers" => Ok(TensorName::Teachers),
+            "route" => Ok(TensorName::Route),
             _ => match (s.strip_prefix("peer."), s.strip_prefix("teacher.")) {
                 (Some(slot), _) if !slot.is_empty() => Ok(TensorName::Peer(slot.to_string())),
                 (_, Some(slot)) if !slot.is_empty() => Ok(TensorName::TeacherOf(slot.to_string())),
                 _ => Err(format!(
-                    "unknown tensor `{s}`; known: input, labels, student, teacher, teacher.<slot>, teachers, \
+                    "unknown tensor `{s}`; known: input, labels, student, teacher, teacher.<slot>, teachers, route, \
                      peer.<trained slot>"
                 )),
             },
@@ -310,6 +319,10 @@ pub struct StageSection {
     /// `[T, B, C]`) and teacher-plugin slots; each one's logits are `teacher.<slot>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub teachers: Vec<String>,
+    /// A router slot (`[routers.<slot>]`): per-sample weights `route` `[B, T]` over the model
+    /// teachers in `teachers`, used by terms with `over_teachers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
     pub epochs: usize,
     /// Training samples used in this stage (0 = `data.subset`): a small transfer set.
     #[serde(default)]

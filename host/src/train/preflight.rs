@@ -61,7 +61,13 @@ pub fn plugin_uses(cfg: &RunConfig) -> Vec<PluginUse<'_>> {
         kind: kind::TEACHER,
         params: &t.params,
     });
-    models.chain(teachers).chain(losses).collect()
+    let routers = cfg.routers.iter().map(|(slot, r)| PluginUse {
+        key: format!("routers.{slot}"),
+        plugin: &r.plugin,
+        kind: kind::ROUTER,
+        params: &r.params,
+    });
+    models.chain(teachers).chain(routers).chain(losses).collect()
 }
 
 /// Checks the parameter names and value types of `u` against the plugin's description; the
@@ -164,6 +170,8 @@ fn construct(host: &Host, lib: &Arc<crate::Library>, u: &PluginUse<'_>, role: &s
         ModelInstance::new(host, lib, u.plugin, role, &params).map(drop)
     } else if u.kind == kind::TEACHER {
         crate::TeacherInstance::new(host, lib, u.plugin, role, &params).map(drop)
+    } else if u.kind == kind::ROUTER {
+        crate::RouterInstance::new(host, lib, u.plugin, role, &params).map(drop)
     } else {
         LossInstance::new(host, lib, u.plugin, role, &params).map(drop)
     }

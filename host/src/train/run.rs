@@ -29,7 +29,7 @@ use crate::{
     config::{LossSection, RunConfig, StageSection, TensorName},
     data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, DeviceSet, Split},
     loader::{search_dirs, Registry},
-    Host, Inputs, LossInstance, ModelInstance, TeacherInstance,
+    Host, Inputs, LossInstance, ModelInstance, RouterInstance, TeacherInstance,
 };
 
 /// How to run.
@@ -75,6 +75,8 @@ pub struct Trainer {
     pub(super) models: BTreeMap<String, ModelInstance>,
     /// Teacher-plugin instances by slot (`[teachers.<slot>]`).
     teacher_plugins: BTreeMap<String, TeacherInstance>,
+    /// Router-plugin instances by slot (`[routers.<slot>]`).
+    routers: BTreeMap<String, RouterInstance>,
     train: Arc<Dataset>,
     eval_split: (Split, Arc<Dataset>),
     test: Arc<Dataset>,
@@ -300,6 +302,7 @@ impl Trainer {
             registry,
             models: BTreeMap::new(),
             teacher_plugins: BTreeMap::new(),
+            routers: BTreeMap::new(),
             train,
             eval_split,
             test,
@@ -335,6 +338,11 @@ impl Trainer {
             let inst = TeacherInstance::new(&t.host, &lib, &tp.plugin, &slot, &tp.params.to_string())?;
             t.teacher_plugins.insert(slot, inst);
         }
+        for (slot, r) in t.cfg.routers.clone() {
+            let lib = t.load_plugin(&slot, &r.plugin, kind::ROUTER)?;
+            let inst = RouterInstance::new(&t.host, &lib, &r.plugin, &slot, &r.params.to_string())?;
+            t.routers.insert(slot, inst);
+        }
         if let Some(r) = resumed {
             t.restore(r)?;
             let why = format!("from the checkpoint at step {} (stage {})", t.state.global_step, t.state.stage);
@@ -369,6 +377,14 @@ impl Trainer {
             }
             if let Some(s) = r.state.plugin_states.get(slot) {
                 tp.load_state(s)?;
+            }
+        }
+        for (slot, rp) in self.routers.iter_mut() {
+            if let Some((seed, pos)) = r.state.rng.get(slot) {
+                rp.ctx().set_rng_state(*seed, *pos);
+            }
+            if let Some(s) = r.state.plugin_states.get(slot) {
+                rp.load_state(s)?;
             }
         }
         let done = if r.state.stage_done { r.state.stage + 1 } else { r.state.stage };
@@ -657,8 +673,18 @@ impl Trainer {
                 .map_err(|e| StepError::plugin(slot, e))?;
             outs.push((slot.to_string(), z));
         }
-        let named =
-            Named { outs: &outs, teacher: teacher.as_ref(), teachers: &teachers, stacked: stacked.as_ref(), batch };
+        let route = match &st.router {
+            Some(r) => Some(self.run_router(r, batch, &outs, &teachers, stacked.as_ref())?),
+            None => None,
+        };
+        let named = Named {
+            outs: &outs,
+            teacher: teacher.as_ref(),
+            teachers: &teachers,
+            stacked: stacked.as_ref(),
+            route: route.as_ref(),
+            batch,
+        };
         let mut terms = Vec::with_capacity(losses.len());
         let mut sums: Vec<Option<Tensor>> = vec![None; objs.list.len()];
         for (sec, inst) in losses.iter_mut() {
@@ -672,7 +698,11 @@ impl Trainer {
                 .scalar("epoch", (epoch + 1) as f64)
                 .scalar("total_steps", total as f64)
                 .scalar("train", 1.0);
-            let v = inst.loss_unread(&inputs).map_err(|e| StepError::plugin(&inst.ctx().role, e))?;
+            let v = if sec.over_teachers {
+                named.over_teachers(inst, &inputs)?
+            } else {
+                inst.loss_unread(&inputs).map_err(|e| StepError::plugin(&inst.ctx().role, e))?
+            };
             let w = sec.weight * weight_factor(sec.weight_schedule.as_ref(), step, total, epoch + 1);
             let wv = v.affine(w, 0.0)?;
             terms.push((sec.term_name().to_string(), v.detach()));
@@ -752,6 +782,40 @@ impl Trainer {
         Ok((out, stacked))
     }
 
+    /// The stage router's per-sample teacher weights `[B, T]`: it reads the model teachers
+    /// (`teachers`, `teacher.<slot>`), `labels`, `input` and the first trained slot's logits as
+    /// `student` (in the graph: a router with parameters learns through its objective).
+    fn run_router(
+        &mut self,
+        slot: &str,
+        batch: &Batch,
+        outs: &[(String, Tensor)],
+        teachers: &[(String, Tensor)],
+        stacked: Option<&Tensor>,
+    ) -> std::result::Result<Tensor, StepError> {
+        let stacked =
+            stacked.ok_or_else(|| TrainError::Other(format!("router `{slot}`: the stage has no model teachers")))?;
+        let r = self.routers.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no router `{slot}`")))?;
+        let mut inputs = Inputs::new()
+            .tensor("input", &batch.images)
+            .tensor("labels", &batch.labels)
+            .tensor("teachers", stacked)
+            .scalar("train", 1.0);
+        if let Some((_, z)) = outs.first() {
+            inputs = inputs.tensor("student", z);
+        }
+        for (n, z) in teachers {
+            inputs = inputs.tensor(&format!("teacher.{n}"), z);
+        }
+        let route = r.route(&inputs).map_err(|e| StepError::plugin(slot, e))?;
+        let want = [stacked.dim(1)?, stacked.dim(0)?];
+        if route.dims() != want {
+            let message = format!("router `{slot}` returned {:?}, expected [batch, teachers] = {want:?}", route.dims());
+            return Err(StepError::Fault(super::faults::Fault { slot: slot.to_string(), nonfinite: false, message }));
+        }
+        Ok(route)
+    }
+
     /// A failure of the host itself inside a step: recorded, and a checkpoint of the state before
     /// the step written when possible, so the run can be resumed once the cause is fixed.
     fn stop_on_host_error(&mut self, e: TrainError, losses: &Losses, opt: &Objectives) -> TrainError {
@@ -775,6 +839,10 @@ impl Trainer {
         for o in &mut objs.list {
             let terms = losses.iter().filter(|(sec, _)| sec.slot(&st.train) == o.slot);
             o.groups = std::iter::once(o.slot.clone()).chain(terms.map(|(_, l)| l.ctx().role.clone())).collect();
+            // A router with parameters learns with the first trained slot (MST-Distill's GateNet).
+            if o.slot == st.train.primary() {
+                o.groups.extend(st.router.iter().cloned());
+            }
             let new: Vec<(String, candle_core::Var)> = params
                 .iter()
                 .filter(|p| p.trainable && o.groups.contains(&p.group))
@@ -821,6 +889,10 @@ impl Trainer {
         for (slot, tp) in &self.teacher_plugins {
             self.state.rng.insert(slot.clone(), tp.ctx().rng_state());
             self.state.plugin_states.insert(slot.clone(), tp.state()?);
+        }
+        for (slot, rp) in &self.routers {
+            self.state.rng.insert(slot.clone(), rp.ctx().rng_state());
+            self.state.plugin_states.insert(slot.clone(), rp.state()?);
         }
         for (_, l) in losses {
             self.state.rng.insert(l.ctx().role.clone(), l.ctx().rng_state());
@@ -966,6 +1038,8 @@ struct Named<'a> {
     /// Every teacher's logits by slot (`teacher.<slot>`), and the model teachers stacked.
     teachers: &'a [(String, Tensor)],
     stacked: Option<&'a Tensor>,
+    /// The router's per-sample teacher weights `[B, T]`, when the stage has a router.
+    route: Option<&'a Tensor>,
     batch: &'a Batch,
 }
 
@@ -985,6 +1059,9 @@ impl Named<'_> {
         }
         if let Some(t) = self.stacked {
             inputs = inputs.tensor("teachers", t);
+        }
+        if let Some(r) = self.route {
+            inputs = inputs.tensor("route", r);
         }
         for (n, z) in self.teachers {
             inputs = inputs.tensor(&format!("teacher.{n}"), z);
@@ -1007,9 +1084,31 @@ impl Named<'_> {
                 TensorName::Teachers => {
                     self.stacked.cloned().ok_or_else(|| TrainError::Other("the stage has no model teachers".into()))?
                 }
+                TensorName::Route => {
+                    self.route.cloned().ok_or_else(|| TrainError::Other("the stage has no router".into()))?
+                }
             };
             inputs = inputs.tensor(input, &t);
         }
         Ok(inputs)
+    }
+
+    /// A term run once per model teacher (each as `teacher`), its per-sample values weighted by
+    /// the route (uniform without a router) and averaged over the batch:
+    /// `mean_b Σ_t route[b, t]·rows_t[b]`.
+    fn over_teachers(&self, inst: &mut LossInstance, inputs: &Inputs) -> std::result::Result<Tensor, StepError> {
+        let stacked = self.stacked.ok_or_else(|| TrainError::Other("over_teachers: no model teachers".into()))?;
+        let n = stacked.dim(0)?;
+        let mut rows = Vec::with_capacity(n);
+        for t in 0..n {
+            let with = inputs.clone().tensor("teacher", &stacked.get(t)?);
+            rows.push(inst.rows(&with).map_err(|e| StepError::plugin(&inst.ctx().role, e))?);
+        }
+        let rows = Tensor::stack(&rows, 1)?;
+        let w = match self.route {
+            Some(r) => r.to_dtype(rows.dtype())?,
+            None => Tensor::full(1.0 / n as f32, rows.dims(), rows.device())?.to_dtype(rows.dtype())?,
+        };
+        Ok((rows * w)?.sum(1)?.mean_all()?)
     }
 }
