@@ -163,3 +163,33 @@ fn router_mistakes_are_caught_before_training() {
     let (ok, _, err) = retort(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("routers.r.plugin") && err.contains("did you mean `confidence`"), "{err}");
 }
+
+#[test]
+fn a_learned_router_trains_with_the_student_and_is_checkpointed() {
+    // GateNet in the non-official mode with its load-balancing loss read from its tapped gate.
+    let tmp = fresh_dir("routed-gate");
+    let cfg = tmp.join("run.toml");
+    let text = config(&tmp, "gate-net").replace(
+        "[routers.r]\nplugin = \"gate-net\"",
+        "[routers.r]\nplugin = \"gate-net\"\nparams = { mode = \"soft_weighted_gate_grad\" }",
+    ) + "\n[[stages.losses]]\nname = \"lb\"\nplugin = \"load-balance\"\nweight = 0.5\ninputs = { gate = \"r.gate\" }\n";
+    let text = text.replace("[eval]\nreference = \"t1\"\n\n[logging]\nevery_steps = 5\n", "");
+    let text = text + "\n[eval]\nreference = \"t1\"\n\n[logging]\nevery_steps = 5\n";
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    let run = tmp.join("routed");
+    let rec = train_records(&run);
+    assert!(rec.iter().filter(|r| r["stage"] == "student").all(|r| r["terms"]["lb"].is_number()));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoint/state.json")).unwrap()).unwrap();
+    let ck = candle_core::safetensors::load(
+        run.join("checkpoint").join(state["weights_file"].as_str().unwrap()),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for name in ["r.fc1.weight", "r.fc2.bias"] {
+        assert!(ck.contains_key(name), "router parameter {name} checkpointed");
+        assert!(ck.contains_key(&format!("__optimizer.m.{name}")), "{name} is trained by the student's optimizer");
+    }
+}

@@ -233,6 +233,13 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                     Ok(TensorName::Route) if st.router.is_none() => {
                         return fail(&at, "the stage has no `router`".into())
                     }
+                    Ok(TensorName::Tap(slot, _))
+                        if !cfg.models.contains_key(&slot)
+                            && !cfg.routers.contains_key(&slot)
+                            && !cfg.teachers.contains_key(&slot) =>
+                    {
+                        return fail(&at, format!("`{name}`: no model, teacher or router slot `{slot}` to tap"))
+                    }
                     Ok(_) => {}
                 }
             }

@@ -190,6 +190,8 @@ pub enum TensorName {
     Teachers,
     Route,
     Peer(String),
+    /// `<slot>.<tap>`: a tensor a plugin in `slot` tapped this step (`ctx.tap`), in the graph.
+    Tap(String, String),
 }
 
 impl TensorName {
@@ -205,9 +207,13 @@ impl TensorName {
             _ => match (s.strip_prefix("peer."), s.strip_prefix("teacher.")) {
                 (Some(slot), _) if !slot.is_empty() => Ok(TensorName::Peer(slot.to_string())),
                 (_, Some(slot)) if !slot.is_empty() => Ok(TensorName::TeacherOf(slot.to_string())),
+                _ if s.split_once('.').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()) => {
+                    let (slot, tap) = s.split_once('.').unwrap_or_default();
+                    Ok(TensorName::Tap(slot.to_string(), tap.to_string()))
+                }
                 _ => Err(format!(
                     "unknown tensor `{s}`; known: input, labels, student, teacher, teacher.<slot>, teachers, route, \
-                     peer.<trained slot>"
+                     peer.<trained slot>, <slot>.<tap>"
                 )),
             },
         }

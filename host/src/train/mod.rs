@@ -10,6 +10,7 @@ pub mod optim;
 mod optim_tensor;
 pub mod preflight;
 pub mod report;
+pub mod routing;
 mod run;
 pub mod schedule;
 pub mod tensorboard;

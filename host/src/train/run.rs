@@ -683,6 +683,7 @@ impl Trainer {
             teachers: &teachers,
             stacked: stacked.as_ref(),
             route: route.as_ref(),
+            taps: &self.host.taps,
             batch,
         };
         let mut terms = Vec::with_capacity(losses.len());
@@ -1040,6 +1041,8 @@ struct Named<'a> {
     stacked: Option<&'a Tensor>,
     /// The router's per-sample teacher weights `[B, T]`, when the stage has a router.
     route: Option<&'a Tensor>,
+    /// What plugins tapped this step (`<slot>.<tap>`).
+    taps: &'a crate::backend::TapStore,
     batch: &'a Batch,
 }
 
@@ -1087,6 +1090,10 @@ impl Named<'_> {
                 TensorName::Route => {
                     self.route.cloned().ok_or_else(|| TrainError::Other("the stage has no router".into()))?
                 }
+                TensorName::Tap(s, t) => self
+                    .taps
+                    .get(&s, &t)
+                    .ok_or_else(|| TrainError::Other(format!("`{s}.{t}`: nothing was tapped there this step")))?,
             };
             inputs = inputs.tensor(input, &t);
         }
@@ -1104,11 +1111,6 @@ impl Named<'_> {
             let with = inputs.clone().tensor("teacher", &stacked.get(t)?);
             rows.push(inst.rows(&with).map_err(|e| StepError::plugin(&inst.ctx().role, e))?);
         }
-        let rows = Tensor::stack(&rows, 1)?;
-        let w = match self.route {
-            Some(r) => r.to_dtype(rows.dtype())?,
-            None => Tensor::full(1.0 / n as f32, rows.dims(), rows.device())?.to_dtype(rows.dtype())?,
-        };
-        Ok((rows * w)?.sum(1)?.mean_all()?)
+        Ok(super::routing::combine(&rows, self.route)?)
     }
 }
