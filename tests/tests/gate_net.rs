@@ -40,7 +40,7 @@ fn load_balance_kl_and_cv_match_their_formulas() {
     let g = [[0.7f32, 0.2, 0.1], [0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]];
     let gt = Tensor::new(&g, &Device::Cpu).unwrap();
     let host = Host::cpu(0);
-    let mut value = |mode: &str| {
+    let value = |mode: &str| {
         let mut lb = LossInstance::new(&host, &lib("retort-router-gate-net"), "load-balance", "lb", mode).unwrap();
         lb.loss(&Inputs::new().tensor("gate", &gt)).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
     };
