@@ -9,6 +9,49 @@ use serde_json::Value;
 
 use crate::{retort_bin, workspace};
 
+/// A small MNIST run `name` in `out` that trains two MLP teachers, `t1` (64 hidden) and `t2` (48),
+/// for 2 epochs on 600 images (stages 0 and 1) and has a `student` slot (32); `rest` adds what
+/// the test is about (teacher or router tables, the student's stage, `[eval]`, `[logging]`).
+pub fn two_teachers_config(out: &Path, name: &str, seed: u64, rest: &str) -> String {
+    let stage = |t: &str| {
+        format!("[[stages]]\nname = \"{t}\"\ntrain = \"{t}\"\nepochs = 2\nsubset = 600\nlosses = [{{ plugin = \"cross-entropy\" }}]\n")
+    };
+    format!(
+        r#"
+[run]
+name = "{name}"
+seed = {seed}
+output_dir = "{out}"
+
+[data]
+dataset = "mnist"
+dir = "{data}"
+batch_size = 50
+eval_batch_size = 2500
+
+[models.t1]
+plugin = "mlp"
+params = {{ hidden = [64] }}
+
+[models.t2]
+plugin = "mlp"
+params = {{ hidden = [48] }}
+
+[models.student]
+plugin = "mlp"
+params = {{ hidden = [32] }}
+
+{t1}
+{t2}
+{rest}
+"#,
+        out = out.display(),
+        data = workspace().join("data/mnist").display(),
+        t1 = stage("t1"),
+        t2 = stage("t2"),
+    )
+}
+
 /// A small MNIST run in `d` (run `hot`) training an MLP on the `fixture-stateful` loss, found in
 /// `d/plugins`; `extra` is appended (a `[faults]` section, say).
 pub fn stateful_config(d: &Path, weight: &str, sleep_ms: u64, epochs: usize, extra: &str) -> String {

@@ -6,8 +6,7 @@ use candle_core::{Device, Tensor};
 use retort::{Host, Inputs, Library, RouterInstance};
 use retort_e2e::{
     plugin,
-    run::{fresh_dir, report, retort, train_records},
-    workspace,
+    run::{fresh_dir, report, retort, train_records, two_teachers_config},
 };
 
 fn router(name: &str, cfg: &str) -> RouterInstance {
@@ -42,48 +41,15 @@ fn uniform_and_confidence_routes() {
     assert!(c[0][0] > 0.85 && c[1][1] > 0.85, "the right teacher takes the sample: {c:?}");
 }
 
-fn config(out: &Path, router: &str) -> String {
-    format!(
+/// Two small teachers, then a student with an `over_teachers` KD term routed by router `r`
+/// (plugin `router`, `params` its table), the same term against each teacher at weight 0, and
+/// `extra_terms`.
+fn config(out: &Path, router: &str, params: &str, extra_terms: &str) -> String {
+    let rest = format!(
         r#"
-[run]
-name = "routed"
-seed = 3
-output_dir = "{out}"
-
-[data]
-dataset = "mnist"
-dir = "{data}"
-batch_size = 50
-eval_batch_size = 2500
-
-[models.t1]
-plugin = "mlp"
-params = {{ hidden = [64] }}
-
-[models.t2]
-plugin = "mlp"
-params = {{ hidden = [48] }}
-
-[models.student]
-plugin = "mlp"
-params = {{ hidden = [32] }}
-
 [routers.r]
 plugin = "{router}"
-
-[[stages]]
-name = "t1"
-train = "t1"
-epochs = 2
-subset = 600
-losses = [{{ plugin = "cross-entropy" }}]
-
-[[stages]]
-name = "t2"
-train = "t2"
-epochs = 2
-subset = 600
-losses = [{{ plugin = "cross-entropy" }}]
+params = {{ {params} }}
 
 [[stages]]
 name = "student"
@@ -109,16 +75,15 @@ name = "kd_t2"
 plugin = "hinton-kd"
 weight = 0.0
 inputs = {{ teacher = "teacher.t2" }}
-
+{extra_terms}
 [eval]
 reference = "t1"
 
 [logging]
 every_steps = 5
-"#,
-        out = out.display(),
-        data = workspace().join("data/mnist").display()
-    )
+"#
+    );
+    two_teachers_config(out, "routed", 3, &rest)
 }
 
 #[test]
@@ -126,7 +91,7 @@ fn a_routed_term_combines_its_per_teacher_values_with_the_route() {
     // Uniform routing: the routed term is the mean of the same term against each teacher.
     let tmp = fresh_dir("routed-uniform");
     let cfg = tmp.join("run.toml");
-    std::fs::write(&cfg, config(&tmp, "uniform")).unwrap();
+    std::fs::write(&cfg, config(&tmp, "uniform", "", "")).unwrap();
     let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
     assert!(ok, "{out}\n{err}");
     let rec = train_records(&tmp.join("routed"));
@@ -141,7 +106,7 @@ fn a_routed_term_combines_its_per_teacher_values_with_the_route() {
     // Confidence routing trains a student too.
     let tmp = fresh_dir("routed-confidence");
     let cfg = tmp.join("run.toml");
-    std::fs::write(&cfg, config(&tmp, "confidence")).unwrap();
+    std::fs::write(&cfg, config(&tmp, "confidence", "", "")).unwrap();
     let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
     assert!(ok, "{out}\n{err}");
     let acc = report(&tmp.join("routed"))["models"]["student"]["accuracy"].as_f64().unwrap();
@@ -152,14 +117,17 @@ fn a_routed_term_combines_its_per_teacher_values_with_the_route() {
 fn router_mistakes_are_caught_before_training() {
     let tmp = fresh_dir("routed-bad");
     let cfg = tmp.join("run.toml");
-    std::fs::write(&cfg, config(&tmp, "uniform").replace("router = \"r\"", "router = \"q\"")).unwrap();
+    std::fs::write(&cfg, config(&tmp, "uniform", "", "").replace("router = \"r\"", "router = \"q\"")).unwrap();
     let (ok, _, err) = retort(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("stages[2].router") && err.contains("no router slot `q`"), "{err}");
-    std::fs::write(&cfg, config(&tmp, "uniform").replace("teachers = [\"t1\", \"t2\"]\n", "teacher = \"t1\"\n"))
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        config(&tmp, "uniform", "", "").replace("teachers = [\"t1\", \"t2\"]\n", "teacher = \"t1\"\n"),
+    )
+    .unwrap();
     let (ok, _, err) = retort(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("stages[2].router"), "{err}");
-    std::fs::write(&cfg, config(&tmp, "confidense")).unwrap();
+    std::fs::write(&cfg, config(&tmp, "confidense", "", "")).unwrap();
     let (ok, _, err) = retort(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("routers.r.plugin") && err.contains("did you mean `confidence`"), "{err}");
 }
@@ -169,12 +137,9 @@ fn a_learned_router_trains_with_the_student_and_is_checkpointed() {
     // GateNet in the non-official mode with its load-balancing loss read from its tapped gate.
     let tmp = fresh_dir("routed-gate");
     let cfg = tmp.join("run.toml");
-    let text = config(&tmp, "gate-net").replace(
-        "[routers.r]\nplugin = \"gate-net\"",
-        "[routers.r]\nplugin = \"gate-net\"\nparams = { mode = \"soft_weighted_gate_grad\" }",
-    ) + "\n[[stages.losses]]\nname = \"lb\"\nplugin = \"load-balance\"\nweight = 0.5\ninputs = { gate = \"r.gate\" }\n";
-    let text = text.replace("[eval]\nreference = \"t1\"\n\n[logging]\nevery_steps = 5\n", "");
-    let text = text + "\n[eval]\nreference = \"t1\"\n\n[logging]\nevery_steps = 5\n";
+    let lb =
+        "\n[[stages.losses]]\nname = \"lb\"\nplugin = \"load-balance\"\nweight = 0.5\ninputs = { gate = \"r.gate\" }\n";
+    let text = config(&tmp, "gate-net", "mode = \"soft_weighted_gate_grad\"", lb);
     std::fs::write(&cfg, text).unwrap();
     let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
     assert!(ok, "{out}\n{err}");

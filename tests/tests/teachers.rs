@@ -6,8 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use retort::{Host, Inputs, Library, TeacherInstance};
 use retort_e2e::{
     plugin,
-    run::{fresh_dir, report, retort, train_records},
-    workspace,
+    run::{fresh_dir, report, retort, train_records, two_teachers_config},
 };
 
 fn ensemble(cfg: &str) -> TeacherInstance {
@@ -49,48 +48,11 @@ fn ensemble_averages_logits_or_probabilities() {
 /// Two small teachers, then a student distilled from their ensemble, with a second term reading
 /// one teacher by name.
 fn config(out: &Path, teacher_input: &str) -> String {
-    format!(
+    let rest = format!(
         r#"
-[run]
-name = "ens"
-seed = 5
-output_dir = "{out}"
-
-[data]
-dataset = "mnist"
-dir = "{data}"
-batch_size = 50
-eval_batch_size = 2500
-
-[models.t1]
-plugin = "mlp"
-params = {{ hidden = [64] }}
-
-[models.t2]
-plugin = "mlp"
-params = {{ hidden = [48] }}
-
-[models.student]
-plugin = "mlp"
-params = {{ hidden = [32] }}
-
 [teachers.avg]
 plugin = "ensemble"
 params = {{ over = "probs" }}
-
-[[stages]]
-name = "t1"
-train = "t1"
-epochs = 2
-subset = 600
-losses = [{{ plugin = "cross-entropy" }}]
-
-[[stages]]
-name = "t2"
-train = "t2"
-epochs = 2
-subset = 600
-losses = [{{ plugin = "cross-entropy" }}]
 
 [[stages]]
 name = "student"
@@ -115,10 +77,9 @@ reference = "t1"
 
 [logging]
 every_steps = 5
-"#,
-        out = out.display(),
-        data = workspace().join("data/mnist").display()
-    )
+"#
+    );
+    two_teachers_config(out, "ens", 5, &rest)
 }
 
 #[test]

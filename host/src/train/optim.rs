@@ -370,20 +370,27 @@ mod tests {
         var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
 
-    /// The tensor-op path (what a CUDA or other non-CPU parameter runs) against the fused pass.
-    #[test]
-    fn tensor_path_matches_the_fused_pass_and_checkpoints_its_moments() {
-        let kinds = [
+    /// AdamW with decay, SGD with momentum, with Nesterov and decay, and plain SGD.
+    fn kinds() -> [OptimizerSection; 4] {
+        [
             OptimizerSection::Adamw { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
             OptimizerSection::Sgd { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0 },
             OptimizerSection::Sgd { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-3 },
             OptimizerSection::Sgd { lr: 0.05, momentum: 0.0, nesterov: false, weight_decay: 1e-3 },
-        ];
-        let close = |a: &[f32], b: &[f32], what: &str| {
-            for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{what}: {a:?} vs {b:?}");
-            }
-        };
+        ]
+    }
+
+    /// Asserts two trajectories agree to 1e-5 relative.
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{what}: {a:?} vs {b:?}");
+        }
+    }
+
+    /// The tensor-op path (what a CUDA or other non-CPU parameter runs) against the fused pass.
+    #[test]
+    fn tensor_path_matches_the_fused_pass_and_checkpoints_its_moments() {
+        let kinds = kinds();
         for kind in &kinds {
             let fused = trajectory(kind, None, None);
             let tensor = trajectory(kind, Some(0), None);
@@ -401,17 +408,7 @@ mod tests {
     #[test]
     fn cuda_kernels_match_the_fused_pass_and_resume_exactly() {
         let Some(gpu) = crate::backend::cuda::test_device() else { return };
-        let kinds = [
-            OptimizerSection::Adamw { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
-            OptimizerSection::Sgd { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0 },
-            OptimizerSection::Sgd { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-3 },
-            OptimizerSection::Sgd { lr: 0.05, momentum: 0.0, nesterov: false, weight_decay: 1e-3 },
-        ];
-        let close = |a: &[f32], b: &[f32], what: &str| {
-            for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{what}: {a:?} vs {b:?}");
-            }
-        };
+        let kinds = kinds();
         for kind in &kinds {
             let cpu = trajectory(kind, None, None);
             let cuda = trajectory_on(&gpu, kind, None, None);
