@@ -27,7 +27,7 @@ fn routed_kd(host: &Host, z: &Tensor, route: &Tensor) -> (Tensor, Vec<Tensor>) {
     let rows: Vec<Tensor> = (0..3)
         .map(|i| kd.rows(&Inputs::new().tensor("student", z).tensor("teacher", &t.get(i).unwrap())).unwrap())
         .collect();
-    (routing::combine(&rows, Some(route)).unwrap(), rows)
+    (routing::combine(&rows, Some(route), None).unwrap(), rows)
 }
 
 fn route(host: &Host, cfg: &str, z: &Tensor) -> Tensor {

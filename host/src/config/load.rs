@@ -183,6 +183,15 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                 );
             }
         }
+        for (k, a) in st.augmenters.iter().enumerate() {
+            if !cfg.augmenters.contains_key(a) {
+                let known: Vec<&String> = cfg.augmenters.keys().collect();
+                return fail(
+                    &format!("stages[{i}].augmenters[{k}]"),
+                    format!("no augmenter slot `{a}` (augmenters: {known:?})"),
+                );
+            }
+        }
         let mut terms = std::collections::BTreeSet::new();
         for (j, l) in st.losses.iter().enumerate() {
             if !terms.insert(l.term_name()) {
@@ -250,6 +259,17 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
             }
         }
         ready.extend(trained);
+    }
+    for (slot, a) in &cfg.augmenters {
+        if cfg.models.contains_key(slot) || cfg.teachers.contains_key(slot) || cfg.routers.contains_key(slot) {
+            return fail(
+                &format!("augmenters.{slot}"),
+                format!("`{slot}` is also another slot; give one another name"),
+            );
+        }
+        if !a.params.is_object() {
+            return fail(&format!("augmenters.{slot}.params"), "must be a table of parameters".into());
+        }
     }
     for (slot, r) in &cfg.routers {
         if cfg.models.contains_key(slot) || cfg.teachers.contains_key(slot) {

@@ -14,10 +14,13 @@ pub struct RunConfig {
     pub models: BTreeMap<String, ModelSection>,
     /// Named teacher-plugin slots (ensembles, cached teachers), used by stages' `teachers`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub teachers: BTreeMap<String, TeacherSection>,
+    pub teachers: BTreeMap<String, PluginSection>,
     /// Named router-plugin slots (per-sample teacher weights), used by stages' `router`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub routers: BTreeMap<String, TeacherSection>,
+    pub routers: BTreeMap<String, PluginSection>,
+    /// Named augmenter-plugin slots (batch rewrites), used by stages' `augmenters`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub augmenters: BTreeMap<String, PluginSection>,
     /// Default optimizer for stages that do not set one.
     #[serde(default)]
     pub optimizer: OptimizerSection,
@@ -98,10 +101,10 @@ pub struct ModelSection {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// `[teachers.<slot>]` or `[routers.<slot>]`: a teacher or router plugin instance.
+/// `[teachers.<slot>]`, `[routers.<slot>]` or `[augmenters.<slot>]`: a plugin instance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct TeacherSection {
+pub struct PluginSection {
     /// The plugin's name (`ensemble`, `confidence`).
     pub plugin: String,
     /// The plugin's parameters (see `retort plugins inspect`).
@@ -329,6 +332,10 @@ pub struct StageSection {
     /// teachers in `teachers`, used by terms with `over_teachers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<String>,
+    /// Augmenter slots (`[augmenters.<slot>]`) run in order on every batch before the forwards:
+    /// each may replace `input` and `labels` and set `sample_weight`, `mask` and `targets`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub augmenters: Vec<String>,
     pub epochs: usize,
     /// Training samples used in this stage (0 = `data.subset`): a small transfer set.
     #[serde(default)]

@@ -67,7 +67,13 @@ pub fn plugin_uses(cfg: &RunConfig) -> Vec<PluginUse<'_>> {
         kind: kind::ROUTER,
         params: &r.params,
     });
-    models.chain(teachers).chain(routers).chain(losses).collect()
+    let augmenters = cfg.augmenters.iter().map(|(slot, a)| PluginUse {
+        key: format!("augmenters.{slot}"),
+        plugin: &a.plugin,
+        kind: kind::AUGMENTER,
+        params: &a.params,
+    });
+    models.chain(teachers).chain(routers).chain(augmenters).chain(losses).collect()
 }
 
 /// Checks the parameter names and value types of `u` against the plugin's description; the
@@ -172,6 +178,8 @@ fn construct(host: &Host, lib: &Arc<crate::Library>, u: &PluginUse<'_>, role: &s
         crate::TeacherInstance::new(host, lib, u.plugin, role, &params).map(drop)
     } else if u.kind == kind::ROUTER {
         crate::RouterInstance::new(host, lib, u.plugin, role, &params).map(drop)
+    } else if u.kind == kind::AUGMENTER {
+        crate::AugmenterInstance::new(host, lib, u.plugin, role, &params).map(drop)
     } else {
         LossInstance::new(host, lib, u.plugin, role, &params).map(drop)
     }

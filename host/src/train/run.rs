@@ -29,7 +29,7 @@ use crate::{
     config::{LossSection, RunConfig, StageSection, TensorName},
     data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, DeviceSet, Split},
     loader::{search_dirs, Registry},
-    Host, Inputs, LossInstance, ModelInstance, RouterInstance, TeacherInstance,
+    AugmenterInstance, Host, Inputs, LossInstance, ModelInstance, RouterInstance, TeacherInstance,
 };
 
 /// How to run.
@@ -77,6 +77,8 @@ pub struct Trainer {
     teacher_plugins: BTreeMap<String, TeacherInstance>,
     /// Router-plugin instances by slot (`[routers.<slot>]`).
     routers: BTreeMap<String, RouterInstance>,
+    /// Augmenter-plugin instances by slot (`[augmenters.<slot>]`).
+    augmenters: BTreeMap<String, AugmenterInstance>,
     train: Arc<Dataset>,
     eval_split: (Split, Arc<Dataset>),
     test: Arc<Dataset>,
@@ -303,6 +305,7 @@ impl Trainer {
             models: BTreeMap::new(),
             teacher_plugins: BTreeMap::new(),
             routers: BTreeMap::new(),
+            augmenters: BTreeMap::new(),
             train,
             eval_split,
             test,
@@ -342,6 +345,11 @@ impl Trainer {
             let lib = t.load_plugin(&slot, &r.plugin, kind::ROUTER)?;
             let inst = RouterInstance::new(&t.host, &lib, &r.plugin, &slot, &r.params.to_string())?;
             t.routers.insert(slot, inst);
+        }
+        for (slot, a) in t.cfg.augmenters.clone() {
+            let lib = t.load_plugin(&slot, &a.plugin, kind::AUGMENTER)?;
+            let inst = AugmenterInstance::new(&t.host, &lib, &a.plugin, &slot, &a.params.to_string())?;
+            t.augmenters.insert(slot, inst);
         }
         if let Some(r) = resumed {
             t.restore(r)?;
@@ -385,6 +393,14 @@ impl Trainer {
             }
             if let Some(s) = r.state.plugin_states.get(slot) {
                 rp.load_state(s)?;
+            }
+        }
+        for (slot, a) in self.augmenters.iter_mut() {
+            if let Some((seed, pos)) = r.state.rng.get(slot) {
+                a.ctx().set_rng_state(*seed, *pos);
+            }
+            if let Some(s) = r.state.plugin_states.get(slot) {
+                a.load_state(s)?;
             }
         }
         let done = if r.state.stage_done { r.state.stage + 1 } else { r.state.stage };
@@ -662,6 +678,9 @@ impl Trainer {
         (step, epoch, total): (usize, usize, usize),
     ) -> std::result::Result<StepOut, StepError> {
         self.host.taps.clear();
+        let (augmented, extras) = self.run_augmenters(st, batch, (step, epoch, total))?;
+        let batch = &augmented;
+        let weights = sample_weights(&extras)?;
         let x = &batch.images;
         let (teachers, stacked) = self.run_teachers(st, batch)?;
         let teacher = st.teacher.as_ref().and_then(|t| teachers.iter().find(|(n, _)| n == t)).map(|(_, z)| z.clone());
@@ -683,6 +702,7 @@ impl Trainer {
             teachers: &teachers,
             stacked: stacked.as_ref(),
             route: route.as_ref(),
+            extras: &extras,
             taps: &self.host.taps,
             batch,
         };
@@ -700,7 +720,9 @@ impl Trainer {
                 .scalar("total_steps", total as f64)
                 .scalar("train", 1.0);
             let v = if sec.over_teachers {
-                named.over_teachers(inst, &inputs)?
+                named.over_teachers(inst, &inputs, weights.as_ref())?
+            } else if let Some(w) = &weights {
+                inst.weighted_loss(&inputs, w).map_err(|e| StepError::plugin(&inst.ctx().role, e))?
             } else {
                 inst.loss_unread(&inputs).map_err(|e| StepError::plugin(&inst.ctx().role, e))?
             };
@@ -817,6 +839,65 @@ impl Trainer {
         Ok(route)
     }
 
+    /// The batch after the stage's augmenters, in order: each reads `input`, `labels` and what
+    /// earlier ones set, and may replace `input` and `labels` (same shapes) or set `sample_weight`
+    /// and `mask` (`[B]`) and `targets` (`[B, C]`); anything else is a fault of that augmenter.
+    fn run_augmenters(
+        &mut self,
+        st: &StageSection,
+        batch: &Batch,
+        (step, epoch, total): (usize, usize, usize),
+    ) -> std::result::Result<(Batch, Vec<(String, Tensor)>), StepError> {
+        let mut out = Batch { images: batch.images.clone(), labels: batch.labels.clone(), index: batch.index };
+        let mut extras: Vec<(String, Tensor)> = Vec::new();
+        for slot in &st.augmenters {
+            let a = self.augmenters.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no augmenter `{slot}`")))?;
+            let mut inputs = Inputs::new()
+                .tensor("input", &out.images)
+                .tensor("labels", &out.labels)
+                .scalar("step", step as f64)
+                .scalar("epoch", (epoch + 1) as f64)
+                .scalar("total_steps", total as f64)
+                .scalar("train", 1.0);
+            for (n, t) in &extras {
+                inputs = inputs.tensor(n, t);
+            }
+            let b = out.labels.dim(0)?;
+            for (name, t) in a.augment(&inputs).map_err(|e| StepError::plugin(slot, e))? {
+                let ok = match name.as_str() {
+                    "input" => t.dims() == out.images.dims(),
+                    "labels" => t.dims() == out.labels.dims(),
+                    "sample_weight" | "mask" => t.dims() == [b],
+                    "targets" => t.rank() == 2 && t.dim(0)? == b,
+                    _ => false,
+                };
+                if !ok {
+                    let message = format!(
+                        "augmenter `{slot}` returned `{name}` {:?}; it may replace input {:?} and labels {:?} or set \
+                         sample_weight and mask [{b}] and targets [{b}, C]",
+                        t.dims(),
+                        out.images.dims(),
+                        out.labels.dims()
+                    );
+                    return Err(StepError::Fault(super::faults::Fault {
+                        slot: slot.clone(),
+                        nonfinite: false,
+                        message,
+                    }));
+                }
+                match name.as_str() {
+                    "input" => out.images = t,
+                    "labels" => out.labels = t,
+                    _ => match extras.iter_mut().find(|(n, _)| *n == name) {
+                        Some(e) => e.1 = t,
+                        None => extras.push((name, t)),
+                    },
+                }
+            }
+        }
+        Ok((out, extras))
+    }
+
     /// A failure of the host itself inside a step: recorded, and a checkpoint of the state before
     /// the step written when possible, so the run can be resumed once the cause is fixed.
     fn stop_on_host_error(&mut self, e: TrainError, losses: &Losses, opt: &Objectives) -> TrainError {
@@ -894,6 +975,10 @@ impl Trainer {
         for (slot, rp) in &self.routers {
             self.state.rng.insert(slot.clone(), rp.ctx().rng_state());
             self.state.plugin_states.insert(slot.clone(), rp.state()?);
+        }
+        for (slot, a) in &self.augmenters {
+            self.state.rng.insert(slot.clone(), a.ctx().rng_state());
+            self.state.plugin_states.insert(slot.clone(), a.state()?);
         }
         for (_, l) in losses {
             self.state.rng.insert(l.ctx().role.clone(), l.ctx().rng_state());
@@ -1028,6 +1113,15 @@ impl Trainer {
     }
 }
 
+/// The per-sample weights of a step: `sample_weight` times `mask` (either alone), if set.
+fn sample_weights(extras: &[(String, Tensor)]) -> candle_core::Result<Option<Tensor>> {
+    let get = |n: &str| extras.iter().find(|(k, _)| k == n).map(|(_, t)| t.to_dtype(DType::F32)).transpose();
+    Ok(match (get("sample_weight")?, get("mask")?) {
+        (Some(w), Some(m)) => Some((w * m)?),
+        (w, m) => w.or(m),
+    })
+}
+
 /// The stage's teachers' logits by slot, and the model teachers stacked `[T, B, C]`.
 type TeacherOutputs = (Vec<(String, Tensor)>, Option<Tensor>);
 
@@ -1041,6 +1135,8 @@ struct Named<'a> {
     stacked: Option<&'a Tensor>,
     /// The router's per-sample teacher weights `[B, T]`, when the stage has a router.
     route: Option<&'a Tensor>,
+    /// What the augmenters set: `sample_weight`, `mask`, `targets`.
+    extras: &'a [(String, Tensor)],
     /// What plugins tapped this step (`<slot>.<tap>`).
     taps: &'a crate::backend::TapStore,
     batch: &'a Batch,
@@ -1065,6 +1161,11 @@ impl Named<'_> {
         }
         if let Some(r) = self.route {
             inputs = inputs.tensor("route", r);
+        }
+        // `mask` is a keep mask the host applies through the sample weights; plugins read `mask`
+        // as a sequence mask, so it is not passed on.
+        for (n, t) in self.extras.iter().filter(|(n, _)| n != "mask") {
+            inputs = inputs.tensor(n, t);
         }
         for (n, z) in self.teachers {
             inputs = inputs.tensor(&format!("teacher.{n}"), z);
@@ -1103,7 +1204,12 @@ impl Named<'_> {
     /// A term run once per model teacher (each as `teacher`), its per-sample values weighted by
     /// the route (uniform without a router) and averaged over the batch:
     /// `mean_b Σ_t route[b, t]·rows_t[b]`.
-    fn over_teachers(&self, inst: &mut LossInstance, inputs: &Inputs) -> std::result::Result<Tensor, StepError> {
+    fn over_teachers(
+        &self,
+        inst: &mut LossInstance,
+        inputs: &Inputs,
+        weights: Option<&Tensor>,
+    ) -> std::result::Result<Tensor, StepError> {
         let stacked = self.stacked.ok_or_else(|| TrainError::Other("over_teachers: no model teachers".into()))?;
         let n = stacked.dim(0)?;
         let mut rows = Vec::with_capacity(n);
@@ -1111,6 +1217,6 @@ impl Named<'_> {
             let with = inputs.clone().tensor("teacher", &stacked.get(t)?);
             rows.push(inst.rows(&with).map_err(|e| StepError::plugin(&inst.ctx().role, e))?);
         }
-        Ok(super::routing::combine(&rows, self.route)?)
+        Ok(super::routing::combine(&rows, self.route, weights)?)
     }
 }
