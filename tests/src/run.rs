@@ -9,6 +9,17 @@ use serde_json::Value;
 
 use crate::{retort_bin, workspace};
 
+/// The `[run]` and `[data]` tables of a small MNIST run `name` in `out` (batch 50, evaluation
+/// batch 2500, the vendored data): the start of the e2e tests' configs.
+pub fn mnist_run(out: &Path, name: &str, seed: u64) -> String {
+    format!(
+        "[run]\nname = \"{name}\"\nseed = {seed}\noutput_dir = \"{}\"\n\n[data]\ndataset = \"mnist\"\ndir = \"{}\"\n\
+         batch_size = 50\neval_batch_size = 2500\n",
+        out.display(),
+        workspace().join("data/mnist").display()
+    )
+}
+
 /// A small MNIST run `name` in `out` that trains two MLP teachers, `t1` (64 hidden) and `t2` (48),
 /// for 2 epochs on 600 images (stages 0 and 1) and has a `student` slot (32); `rest` adds what
 /// the test is about (teacher or router tables, the student's stage, `[eval]`, `[logging]`).
@@ -18,16 +29,7 @@ pub fn two_teachers_config(out: &Path, name: &str, seed: u64, rest: &str) -> Str
     };
     format!(
         r#"
-[run]
-name = "{name}"
-seed = {seed}
-output_dir = "{out}"
-
-[data]
-dataset = "mnist"
-dir = "{data}"
-batch_size = 50
-eval_batch_size = 2500
+{head}
 
 [models.t1]
 plugin = "mlp"
@@ -45,8 +47,7 @@ params = {{ hidden = [32] }}
 {t2}
 {rest}
 "#,
-        out = out.display(),
-        data = workspace().join("data/mnist").display(),
+        head = mnist_run(out, name, seed),
         t1 = stage("t1"),
         t2 = stage("t2"),
     )

@@ -6,8 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use retort::{AugmenterInstance, Host, Inputs, Library};
 use retort_e2e::{
     plugin,
-    run::{fresh_dir, report, retort, train_records, without_timing},
-    workspace,
+    run::{fresh_dir, mnist_run, report, retort, train_records, without_timing},
 };
 
 fn augmenter(name: &str, cfg: &str, seed: u64) -> AugmenterInstance {
@@ -43,16 +42,7 @@ fn class_weights_and_gaussian_noise() {
 fn config(out: &Path, name: &str, augment: &str) -> String {
     format!(
         r#"
-[run]
-name = "{name}"
-seed = 9
-output_dir = "{out}"
-
-[data]
-dataset = "mnist"
-dir = "{data}"
-batch_size = 50
-eval_batch_size = 2500
+{head}
 
 [models.s]
 plugin = "mlp"
@@ -84,8 +74,7 @@ every_steps = 4
 [logging]
 every_steps = 2
 "#,
-        out = out.display(),
-        data = workspace().join("data/mnist").display()
+        head = mnist_run(out, name, 9)
     )
 }
 

@@ -4,10 +4,7 @@
 use std::path::Path;
 
 use candle_core::Device;
-use retort_e2e::{
-    run::{fresh_dir, report, retort, train_records, without_timing},
-    workspace,
-};
+use retort_e2e::run::{fresh_dir, mnist_run, report, retort, train_records, without_timing};
 use serde_json::Value;
 
 /// DML between two MLPs (CE + KL to the other's detached prediction at τ = 1); `b_weight` scales
@@ -16,16 +13,7 @@ fn config(out: &Path, name: &str, b_weight: f64, b_from: Option<&Path>) -> Strin
     let b_ckpt = b_from.map(|p| format!("checkpoint = \"{}\"", p.display())).unwrap_or_default();
     format!(
         r#"
-[run]
-name = "{name}"
-seed = 11
-output_dir = "{out}"
-
-[data]
-dataset = "mnist"
-dir = "{data}"
-batch_size = 50
-eval_batch_size = 2500
+{head}
 
 [models.a]
 plugin = "mlp"
@@ -74,8 +62,7 @@ every_steps = 4
 [logging]
 every_steps = 5
 "#,
-        out = out.display(),
-        data = workspace().join("data/mnist").display()
+        head = mnist_run(out, name, 11)
     )
 }
 

@@ -26,8 +26,9 @@ use super::{
     TrainError,
 };
 use crate::{
-    config::{LossSection, RunConfig, StageSection, TensorName},
+    config::{LossSection, PluginSection, RunConfig, StageSection, TensorName},
     data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, DeviceSet, Split},
+    instance::{AbiObject, Instance},
     loader::{search_dirs, Registry},
     AugmenterInstance, Host, Inputs, LossInstance, ModelInstance, RouterInstance, TeacherInstance,
 };
@@ -336,21 +337,10 @@ impl Trainer {
             let inst = ModelInstance::new(&t.host, &lib, &m.plugin, &slot, &m.params.to_string())?;
             t.models.insert(slot, inst);
         }
-        for (slot, tp) in t.cfg.teachers.clone() {
-            let lib = t.load_plugin(&slot, &tp.plugin, kind::TEACHER)?;
-            let inst = TeacherInstance::new(&t.host, &lib, &tp.plugin, &slot, &tp.params.to_string())?;
-            t.teacher_plugins.insert(slot, inst);
-        }
-        for (slot, r) in t.cfg.routers.clone() {
-            let lib = t.load_plugin(&slot, &r.plugin, kind::ROUTER)?;
-            let inst = RouterInstance::new(&t.host, &lib, &r.plugin, &slot, &r.params.to_string())?;
-            t.routers.insert(slot, inst);
-        }
-        for (slot, a) in t.cfg.augmenters.clone() {
-            let lib = t.load_plugin(&slot, &a.plugin, kind::AUGMENTER)?;
-            let inst = AugmenterInstance::new(&t.host, &lib, &a.plugin, &slot, &a.params.to_string())?;
-            t.augmenters.insert(slot, inst);
-        }
+        let cfg = t.cfg.clone();
+        t.teacher_plugins = t.plugin_slots(&cfg.teachers, kind::TEACHER, TeacherInstance::new)?;
+        t.routers = t.plugin_slots(&cfg.routers, kind::ROUTER, RouterInstance::new)?;
+        t.augmenters = t.plugin_slots(&cfg.augmenters, kind::AUGMENTER, AugmenterInstance::new)?;
         if let Some(r) = resumed {
             t.restore(r)?;
             let why = format!("from the checkpoint at step {} (stage {})", t.state.global_step, t.state.stage);
@@ -371,38 +361,10 @@ impl Trainer {
         for (g, w) in groups {
             self.host.params.load(&g, w).map_err(TrainError::Other)?;
         }
-        for (slot, m) in self.models.iter_mut() {
-            if let Some((seed, pos)) = r.state.rng.get(slot) {
-                m.ctx().set_rng_state(*seed, *pos);
-            }
-            if let Some(s) = r.state.plugin_states.get(slot) {
-                m.load_state(s)?;
-            }
-        }
-        for (slot, tp) in self.teacher_plugins.iter_mut() {
-            if let Some((seed, pos)) = r.state.rng.get(slot) {
-                tp.ctx().set_rng_state(*seed, *pos);
-            }
-            if let Some(s) = r.state.plugin_states.get(slot) {
-                tp.load_state(s)?;
-            }
-        }
-        for (slot, rp) in self.routers.iter_mut() {
-            if let Some((seed, pos)) = r.state.rng.get(slot) {
-                rp.ctx().set_rng_state(*seed, *pos);
-            }
-            if let Some(s) = r.state.plugin_states.get(slot) {
-                rp.load_state(s)?;
-            }
-        }
-        for (slot, a) in self.augmenters.iter_mut() {
-            if let Some((seed, pos)) = r.state.rng.get(slot) {
-                a.ctx().set_rng_state(*seed, *pos);
-            }
-            if let Some(s) = r.state.plugin_states.get(slot) {
-                a.load_state(s)?;
-            }
-        }
+        restore_instances(&mut self.models, &r.state)?;
+        restore_instances(&mut self.teacher_plugins, &r.state)?;
+        restore_instances(&mut self.routers, &r.state)?;
+        restore_instances(&mut self.augmenters, &r.state)?;
         let done = if r.state.stage_done { r.state.stage + 1 } else { r.state.stage };
         for st in &self.cfg.stages[..done.min(self.cfg.stages.len())] {
             for slot in st.train.all() {
@@ -805,6 +767,21 @@ impl Trainer {
         Ok((out, stacked))
     }
 
+    /// One plugin instance per `[teachers|routers|augmenters.<slot>]` section, built by `new`.
+    fn plugin_slots<O: AbiObject>(
+        &mut self,
+        sections: &BTreeMap<String, PluginSection>,
+        kind_code: u32,
+        new: Constructor<O>,
+    ) -> Result<BTreeMap<String, Instance<O>>> {
+        let mut out = BTreeMap::new();
+        for (slot, sec) in sections {
+            let lib = self.load_plugin(slot, &sec.plugin, kind_code)?;
+            out.insert(slot.clone(), new(&self.host, &lib, &sec.plugin, slot, &sec.params.to_string())?);
+        }
+        Ok(out)
+    }
+
     /// The stage router's per-sample teacher weights `[B, T]`: it reads the model teachers
     /// (`teachers`, `teacher.<slot>`), `labels`, `input` and the first trained slot's logits as
     /// `student` (in the graph: a router with parameters learns through its objective).
@@ -964,22 +941,10 @@ impl Trainer {
     pub(super) fn checkpoint(&mut self, losses: &[(LossSection, LossInstance)], opt: &Objectives) -> Result<()> {
         self.last_checkpoint = Instant::now();
         self.account_wall();
-        for (slot, m) in &self.models {
-            self.state.rng.insert(slot.clone(), m.ctx().rng_state());
-            self.state.plugin_states.insert(slot.clone(), m.state()?);
-        }
-        for (slot, tp) in &self.teacher_plugins {
-            self.state.rng.insert(slot.clone(), tp.ctx().rng_state());
-            self.state.plugin_states.insert(slot.clone(), tp.state()?);
-        }
-        for (slot, rp) in &self.routers {
-            self.state.rng.insert(slot.clone(), rp.ctx().rng_state());
-            self.state.plugin_states.insert(slot.clone(), rp.state()?);
-        }
-        for (slot, a) in &self.augmenters {
-            self.state.rng.insert(slot.clone(), a.ctx().rng_state());
-            self.state.plugin_states.insert(slot.clone(), a.state()?);
-        }
+        record_instances(&self.models, &mut self.state)?;
+        record_instances(&self.teacher_plugins, &mut self.state)?;
+        record_instances(&self.routers, &mut self.state)?;
+        record_instances(&self.augmenters, &mut self.state)?;
         for (_, l) in losses {
             self.state.rng.insert(l.ctx().role.clone(), l.ctx().rng_state());
             self.state.plugin_states.insert(l.ctx().role.clone(), l.state()?);
@@ -1111,6 +1076,31 @@ impl Trainer {
             models,
         })
     }
+}
+
+/// A plugin instance constructor: (host, library, plugin name, slot, JSON config).
+type Constructor<O> = fn(&Host, &Arc<crate::Library>, &str, &str, &str) -> crate::Result<Instance<O>>;
+
+/// Puts back each instance's RNG position and plugin state from a checkpoint's loop state.
+fn restore_instances<O: AbiObject>(map: &mut BTreeMap<String, Instance<O>>, state: &LoopState) -> Result<()> {
+    for (slot, inst) in map.iter_mut() {
+        if let Some((seed, pos)) = state.rng.get(slot) {
+            inst.ctx().set_rng_state(*seed, *pos);
+        }
+        if let Some(s) = state.plugin_states.get(slot) {
+            inst.load_state(s)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records each instance's RNG position and plugin state into the loop state, for a checkpoint.
+fn record_instances<O: AbiObject>(map: &BTreeMap<String, Instance<O>>, state: &mut LoopState) -> Result<()> {
+    for (slot, inst) in map {
+        state.rng.insert(slot.clone(), inst.ctx().rng_state());
+        state.plugin_states.insert(slot.clone(), inst.state()?);
+    }
+    Ok(())
 }
 
 /// The per-sample weights of a step: `sample_weight` times `mask` (either alone), if set.
