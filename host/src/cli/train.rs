@@ -143,13 +143,16 @@ pub fn eval(dir: PathBuf) -> anyhow::Result<ExitCode> {
         }
     }
     cfg.stages.clear();
-    cfg.run.output_dir = std::env::temp_dir().join(format!("retort-eval-{}", std::process::id()));
+    // A fresh directory (removed when `scratch` drops): a pid-named one could be another user's.
+    let scratch = tempfile::Builder::new().prefix("retort-eval-").tempdir()?;
+    cfg.run.output_dir = scratch.path().to_path_buf();
     let mut trainer = Trainer::new(cfg, TrainOptions::default())?;
     let out = match trainer.run()? {
         Outcome::Finished(report) => report,
         Outcome::Stopped(_) => anyhow::bail!("evaluation stopped unexpectedly"),
     };
-    let _ = std::fs::remove_dir_all(trainer.run_dir());
+    drop(trainer);
+    drop(scratch);
     let saved: Option<Report> =
         std::fs::read(dir.join("report.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
     print!("{}", out.table());

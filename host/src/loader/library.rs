@@ -3,7 +3,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
 };
 
@@ -78,8 +78,45 @@ impl std::fmt::Debug for Library {
     }
 }
 
-fn copy_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("retort-plugins-{}", std::process::id()))
+const COPY_PREFIX: &str = "retort-plugins-";
+
+/// This process's private directory for library copies, made fresh (mkdtemp) rather than named by
+/// the pid alone, which a recycled pid could find left behind by another user's process. The name
+/// still starts with the pid so that later runs can sweep directories whose process is gone.
+fn copy_dir() -> std::result::Result<PathBuf, String> {
+    static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        sweep_stale_copies();
+        tempfile::Builder::new()
+            .prefix(&format!("{COPY_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .map(tempfile::TempDir::keep)
+            .map_err(|e| {
+                format!("cannot create a directory for plugin copies in {}: {e}", std::env::temp_dir().display())
+            })
+    })
+    .clone()
+}
+
+/// Removes copy directories left by processes that have exited (a process keeps its libraries
+/// mapped until it ends, so their copies outlive every `Library`). Best effort: another user's
+/// directory simply fails to go.
+fn sweep_stale_copies() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(COPY_PREFIX)) else { continue };
+        let pid = rest.split('-').next().unwrap_or("");
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
+            continue;
+        }
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 impl Library {
@@ -88,8 +125,7 @@ impl Library {
         let fail = |reason: String| HostError::Load { path: path.to_path_buf(), reason };
         let bytes = fs::read(path).map_err(|e| fail(e.to_string()))?;
         let hash: String = Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect();
-        let dir = copy_dir();
-        fs::create_dir_all(&dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        let dir = copy_dir().map_err(fail)?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("so");
         let n = COPIES.fetch_add(1, Ordering::Relaxed);
