@@ -13,6 +13,7 @@ pub mod error;
 pub mod hot;
 pub mod instance;
 pub mod loader;
+pub mod rewrite;
 pub mod train;
 
 pub use backend::{live_handles, Host, PluginCtx};

@@ -130,18 +130,90 @@ impl ParamStore {
     }
 }
 
-/// Features tapped during the current step, by model role and tap name.
+/// A rewrite installed at a tap (FW): the model continues from `rewrite(f)` instead of `f`.
+pub trait TapRewrite: Send {
+    /// The replacement of the tapped tensor `x`.
+    fn rewrite(&mut self, x: &Tensor) -> std::result::Result<Tensor, String>;
+    /// Back to the concrete type, when the host uninstalls it.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+/// A rewrite installed at `(slot, tap)`, and how often it ran during the forward.
+pub struct Installed {
+    pub slot: String,
+    pub tap: String,
+    /// The slot doing the rewrite (named in errors).
+    pub with: String,
+    /// `None` only while it runs (so the rewriter's own taps can re-enter the store).
+    pub rewrite: Option<Box<dyn TapRewrite>>,
+    pub applied: usize,
+}
+
+/// Features tapped during the current step, by model role and tap name, and the rewrites
+/// installed for the forward in progress.
 #[derive(Default)]
 pub struct TapStore {
     taps: Mutex<HashMap<String, HashMap<String, Tensor>>>,
     /// Generic roles (`student`, `teacher`) → the model slot filling them in the current stage.
     aliases: Mutex<HashMap<String, String>>,
+    rewrites: Mutex<Vec<Installed>>,
+    /// The first rewrite failure of the forward in progress: (rewriting slot, message).
+    rewrite_error: Mutex<Option<(String, String)>>,
 }
 
 impl TapStore {
     /// Records a tap of the model in `role`.
     pub fn record(&self, role: &str, name: &str, t: &Tensor) {
         lock(&self.taps).entry(role.to_string()).or_default().insert(name.to_string(), t.clone());
+    }
+
+    /// Installs rewrites for the next forwards (until [`TapStore::uninstall`]).
+    pub fn install(&self, list: Vec<Installed>) {
+        *lock(&self.rewrites) = list;
+        *lock(&self.rewrite_error) = None;
+    }
+
+    /// Removes every installed rewrite, returning them with their counts and the first failure.
+    pub fn uninstall(&self) -> (Vec<Installed>, Option<(String, String)>) {
+        (std::mem::take(&mut *lock(&self.rewrites)), lock(&self.rewrite_error).take())
+    }
+
+    /// The tensor the model in `role` continues from at tap `name`: `x`, or the installed rewrite
+    /// of it. Recorded as the tap either way.
+    pub fn apply(&self, role: &str, name: &str, x: &Tensor) -> std::result::Result<Tensor, String> {
+        let found = {
+            let mut list = lock(&self.rewrites);
+            list.iter_mut()
+                .enumerate()
+                .find(|(_, r)| r.slot == role && r.tap == name)
+                .and_then(|(k, r)| r.rewrite.take().map(|f| (k, f, r.tap.clone())))
+        };
+        let out = match found {
+            None => Ok(x.clone()),
+            Some((k, mut f, tap)) => {
+                // The lock is free while the rewriter runs: its own taps come back here.
+                let r = f.rewrite(x);
+                let mut list = lock(&self.rewrites);
+                if let Some(slot) = list.get_mut(k) {
+                    slot.rewrite = Some(f);
+                    slot.applied += 1;
+                }
+                match r {
+                    Ok(y) if y.dims() == x.dims() => Ok(y),
+                    Ok(y) => Err(format!("the rewrite at `{role}.{tap}` returned {:?} for {:?}", y.dims(), x.dims())),
+                    Err(e) => Err(e),
+                }
+                .inspect_err(|e| {
+                    let mut first = lock(&self.rewrite_error);
+                    if first.is_none() {
+                        let with = list.get(k).map(|s| s.with.clone()).unwrap_or_default();
+                        *first = Some((with, e.clone()));
+                    }
+                })
+            }
+        }?;
+        self.record(role, name, &out);
+        Ok(out)
     }
     /// The tap `name` of the model in `role` (a slot, or an alias such as `student`), if recorded
     /// this step.

@@ -13,7 +13,7 @@ mod scratch;
 pub mod softmax_loss;
 mod table;
 
-pub use ctx::{Host, ParamStore, PluginCtx, TapStore};
+pub use ctx::{Host, Installed, ParamStore, PluginCtx, TapRewrite, TapStore};
 pub use grad_sink::backward;
 pub use handle::{into_raw, live_handles, release as handle_release, take_owned, tensor_of};
 pub use table::host_api;

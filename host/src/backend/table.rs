@@ -247,8 +247,7 @@ extern "C" fn h_assign(ctx: RawCtx, target: RawTensor, value: RawTensor) -> ApiR
 extern "C" fn h_tap(ctx: RawCtx, name: RStr<'_>, x: RawTensor) -> ApiResult<RawTensor> {
     op(|| {
         let c = cx(ctx);
-        c.taps.record(&c.role, name.as_str(), t(x));
-        Ok(t(x).clone())
+        c.taps.apply(&c.role, name.as_str(), t(x)).map_err(OpError::Invalid)
     })
 }
 

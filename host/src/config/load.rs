@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 
-use super::{RunConfig, TensorName};
+use super::{RunConfig, StageSection, TensorName, WeightSchedule};
 
 /// The built-in default run (`retort train` with no file): the same text as
 /// `examples/mnist-hinton.toml`.
@@ -107,6 +107,65 @@ fn typo_hint(message: &str) -> Option<String> {
     closest(wrong, names).map(|k| format!("did you mean `{k}`? "))
 }
 
+/// A weight schedule's parameters.
+fn check_weight_schedule(ws: &WeightSchedule) -> Result<(), String> {
+    match ws {
+        WeightSchedule::DecayAfter { every, factor } if *every == 0 || !factor.is_finite() => {
+            Err(format!("decay_after needs every > 0 and a finite factor (got every = {every}, factor = {factor})"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The step-graph keys of stage `i`: `optimize`, `experts`, `frozen`.
+fn validate_graph(cfg: &RunConfig, i: usize, st: &StageSection, ready: &[&str]) -> Result<(), (String, String)> {
+    let fail = |k: String, m: String| Err((k, m));
+    let slots: Vec<&String> = cfg.models.keys().collect();
+    for (k, slot) in st.optimize.iter().enumerate() {
+        let at = format!("stages[{i}].optimize[{k}]");
+        if !cfg.models.contains_key(slot) {
+            return fail(at, format!("no model slot `{slot}` (slots: {slots:?})"));
+        }
+        if st.train.contains(slot) || st.optimize[..k].contains(slot) {
+            return fail(at, format!("`{slot}` already has an objective in this stage"));
+        }
+    }
+    for (k, e) in st.experts.iter().enumerate() {
+        let at = |f: &str| format!("stages[{i}].experts[{k}].{f}");
+        if !cfg.models.contains_key(&e.model) {
+            return fail(at("model"), format!("no model slot `{}` (slots: {slots:?})", e.model));
+        }
+        if st.train.contains(&e.model) || !ready.contains(&e.model.as_str()) {
+            return fail(
+                at("model"),
+                format!("`{}` must be trained by an earlier stage or loaded from a checkpoint", e.model),
+            );
+        }
+        if e.masks.is_empty() {
+            return fail(at("masks"), "name at least one `{ tap, with }` rewrite".into());
+        }
+        for (j, m) in e.masks.iter().enumerate() {
+            if !cfg.models.contains_key(&m.with) {
+                return fail(at(&format!("masks[{j}].with")), format!("no model slot `{}` (slots: {slots:?})", m.with));
+            }
+            if m.with == e.model || st.train.contains(&m.with) {
+                return fail(
+                    at(&format!("masks[{j}].with")),
+                    format!("`{}` cannot rewrite here: it is the expert's model or a trained student", m.with),
+                );
+            }
+        }
+    }
+    let models = st.stacked_names(|t| cfg.models.contains_key(t));
+    for (k, f) in st.frozen.iter().enumerate() {
+        let model_teacher = st.teacher.as_ref() == Some(f) && cfg.models.contains_key(f);
+        if !models.contains(f) && !model_teacher {
+            return fail(format!("stages[{i}].frozen[{k}]"), format!("`{f}` is not a model teacher of this stage"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks what the types cannot: references between sections and value ranges.
 fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
     let fail = |k: &str, m: String| Err((k.to_string(), m));
@@ -131,7 +190,7 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
     for (i, st) in cfg.stages.iter().enumerate() {
         let key = |f: &str| format!("stages[{i}].{f}");
         let trained = st.train.all();
-        if trained.is_empty() {
+        if trained.is_empty() && st.optimize.is_empty() {
             return fail(&key("train"), "name the slot to train, or a list of peers".into());
         }
         for (k, slot) in trained.iter().enumerate() {
@@ -142,6 +201,7 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                 return fail(&key("train"), format!("`{slot}` is listed twice"));
             }
         }
+        let has_model_teachers = !st.stacked_names(|t| cfg.models.contains_key(t)).is_empty();
         let teacher_keys = st.teacher.iter().map(|t| (key("teacher"), t));
         let listed = st.teachers.iter().enumerate().map(|(k, t)| (format!("stages[{i}].teachers[{k}]"), t));
         for (k, (at, t)) in teacher_keys.chain(listed).enumerate() {
@@ -165,6 +225,7 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                 return fail(&at, format!("`{t}` is listed twice"));
             }
         }
+        validate_graph(cfg, i, st, &ready)?;
         if st.epochs == 0 {
             return fail(&key("epochs"), "must be > 0".into());
         }
@@ -176,7 +237,7 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                 let known: Vec<&String> = cfg.routers.keys().collect();
                 return fail(&key("router"), format!("no router slot `{r}` (routers: {known:?})"));
             }
-            if !st.teachers.iter().any(|t| cfg.models.contains_key(t)) {
+            if !has_model_teachers {
                 return fail(
                     &key("router"),
                     "a router weighs the model slots in `teachers`; the stage has none".into(),
@@ -193,6 +254,7 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
             }
         }
         let mut terms = std::collections::BTreeSet::new();
+        let owners = st.objective_slots();
         for (j, l) in st.losses.iter().enumerate() {
             if !terms.insert(l.term_name()) {
                 return fail(
@@ -206,17 +268,26 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
             if !l.params.is_object() {
                 return fail(&format!("stages[{i}].losses[{j}].params"), "must be a table of parameters".into());
             }
-            if l.over_teachers && !st.teachers.iter().any(|t| cfg.models.contains_key(t)) {
+            if let Some(ws) = &l.weight_schedule {
+                check_weight_schedule(ws).map_err(|m| (format!("stages[{i}].losses[{j}].weight_schedule"), m))?;
+            }
+            if l.over_teachers && !has_model_teachers {
                 return fail(
                     &format!("stages[{i}].losses[{j}].over_teachers"),
                     "needs model slots in the stage's `teachers` to run over".into(),
                 );
             }
+            if l.on.is_none() && trained.is_empty() {
+                return fail(
+                    &format!("stages[{i}].losses[{j}].on"),
+                    format!("the stage trains no slot: place the term `on` one of {}", owners.join(", ")),
+                );
+            }
             if let Some(on) = &l.on {
-                if !st.train.contains(on) {
+                if !owners.contains(&on.as_str()) {
                     return fail(
                         &format!("stages[{i}].losses[{j}].on"),
-                        format!("`{on}` is not trained by this stage (trained: {})", st.train),
+                        format!("`{on}` is not trained by this stage (trained: {})", owners.join(", ")),
                     );
                 }
             }
@@ -233,10 +304,10 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                     Ok(TensorName::Teacher) if st.teacher.is_none() => {
                         return fail(&at, "the stage has no `teacher`".into())
                     }
-                    Ok(TensorName::TeacherOf(t)) if st.teacher.as_ref() != Some(&t) && !st.teachers.contains(&t) => {
+                    Ok(TensorName::TeacherOf(t)) if !st.has_teacher(&t) => {
                         return fail(&at, format!("`teacher.{t}`: `{t}` is not one of the stage's teachers"))
                     }
-                    Ok(TensorName::Teachers) if !st.teachers.iter().any(|t| cfg.models.contains_key(t)) => {
+                    Ok(TensorName::Teachers) if !has_model_teachers => {
                         return fail(&at, "`teachers` needs model slots in the stage's `teachers`".into())
                     }
                     Ok(TensorName::Route) if st.router.is_none() => {
@@ -253,12 +324,12 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                 }
             }
         }
-        for slot in &trained {
+        for slot in &owners {
             if !st.losses.iter().any(|l| l.slot(&st.train) == *slot) {
                 return fail(&key("losses"), format!("`{slot}` is trained but no term is `on` it"));
             }
         }
-        ready.extend(trained);
+        ready.extend(owners);
     }
     for (slot, a) in &cfg.augmenters {
         if cfg.models.contains_key(slot) || cfg.teachers.contains_key(slot) || cfg.routers.contains_key(slot) {
@@ -293,6 +364,24 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
     for (slot, m) in &cfg.models {
         if !m.params.is_object() {
             return fail(&format!("models.{slot}.params"), "must be a table of parameters".into());
+        }
+        if let Some(v) = &m.view {
+            if !cfg.data.views.contains_key(v) {
+                let known: Vec<&String> = cfg.data.views.keys().collect();
+                return fail(
+                    &format!("models.{slot}.view"),
+                    format!("no view `{v}` in [data.views] (views: {known:?})"),
+                );
+            }
+        }
+    }
+    for (name, v) in &cfg.data.views {
+        for (axis, r) in [("cols", v.cols), ("rows", v.rows)] {
+            if let Some([a, b]) = r {
+                if a >= b {
+                    return fail(&format!("data.views.{name}.{axis}"), format!("[{a}, {b}) is empty"));
+                }
+            }
         }
     }
     if !(cfg.checkpoint.every_minutes >= 0.0 && cfg.checkpoint.every_minutes.is_finite()) {

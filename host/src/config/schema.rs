@@ -85,6 +85,23 @@ pub struct DataSection {
     pub jitter: usize,
     #[serde(default = "yes")]
     pub shuffle: bool,
+    /// Named views of each image (`[data.views.left] cols = [0, 14]`): crops a model can read as
+    /// its `input` (`[models.<slot>] view = "left"`), for cross-modal setups with one image split
+    /// into modalities. Augmenters run on the whole image first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub views: BTreeMap<String, ViewSection>,
+}
+
+/// `[data.views.<name>]`: a crop of the image, as half-open pixel ranges.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ViewSection {
+    /// Columns `[from, to)` (default: all).
+    #[serde(default)]
+    pub cols: Option<[usize; 2]>,
+    /// Rows `[from, to)` (default: all).
+    #[serde(default)]
+    pub rows: Option<[usize; 2]>,
 }
 
 /// `[models.<slot>]`
@@ -99,6 +116,9 @@ pub struct ModelSection {
     /// Load weights from this safetensors file instead of training from scratch.
     #[serde(default)]
     pub checkpoint: Option<PathBuf>,
+    /// The `[data.views]` entry this model reads as its `input` (default: the whole image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
 }
 
 /// `[teachers.<slot>]`, `[routers.<slot>]` or `[augmenters.<slot>]`: a plugin instance.
@@ -140,6 +160,10 @@ pub struct LossSection {
     /// combine its per-sample values with the stage's `route` (uniform without a router).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub over_teachers: bool,
+}
+
+fn no_slots() -> TrainSlots {
+    TrainSlots::Peers(Vec::new())
 }
 
 /// The slots a stage trains: `train = "student"`, or `train = ["a", "b"]` for peers.
@@ -245,6 +269,55 @@ pub enum WeightSchedule {
     Warmup { epochs: f64 },
     /// Factor from `from` to `to` linearly over the stage's steps.
     Linear { from: f64, to: f64 },
+    /// Multiplied by `factor` after every 0-based epoch `e` with `e % every == 0`, so `factor^⌈e/every⌉`
+    /// during epoch `e`: MST-Distill's w_kl (30, 0.5) and w_lb (10, 0.9), which first decay after epoch 0.
+    DecayAfter { every: usize, factor: f64 },
+}
+
+/// How the masks of an expert list combine (MST-Distill §1.5).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskComposition {
+    /// Expert `j` runs with masks 1..=j all installed (the official code's behaviour).
+    #[default]
+    Cumulative,
+    /// Expert `j` runs with mask `j` alone.
+    Independent,
+}
+
+/// A rewrite of a model's tap: `with` (a model slot, e.g. a MaskNet) maps the tapped tensor `f` to
+/// `g(f)` and the model continues from `g(f)`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteSection {
+    pub tap: String,
+    pub with: String,
+}
+
+/// `[[stages.experts]]`: teacher variants of one model slot with rewrites at its taps, one per
+/// entry of `masks`, named `<model>/<j>` (j from 1) and stacked after the stage's `teachers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpertsSection {
+    pub model: String,
+    pub masks: Vec<RewriteSection>,
+    #[serde(default)]
+    pub composition: MaskComposition,
+}
+
+impl ExpertsSection {
+    /// Every expert: its name and the rewrites installed for its forward.
+    pub fn experts(&self) -> Vec<(String, Vec<RewriteSection>)> {
+        (0..self.masks.len())
+            .map(|j| {
+                let masks = match self.composition {
+                    MaskComposition::Cumulative => self.masks[..=j].to_vec(),
+                    MaskComposition::Independent => vec![self.masks[j].clone()],
+                };
+                (format!("{}/{}", self.model, j + 1), masks)
+            })
+            .collect()
+    }
 }
 
 /// An optimizer.
@@ -319,7 +392,9 @@ pub enum ScheduleKind {
 pub struct StageSection {
     pub name: String,
     /// The model slot trained in this stage, or several peers trained together, each by its own
-    /// optimizer on the terms placed `on` it (online and mutual distillation).
+    /// optimizer on the terms placed `on` it (online and mutual distillation). May be empty
+    /// (`[]`, the default) in a stage that only fits `optimize` slots.
+    #[serde(default = "no_slots")]
     pub train: TrainSlots,
     /// The teacher (`teacher` tensor): a model slot (frozen) or a teacher-plugin slot, if any.
     #[serde(default)]
@@ -351,6 +426,44 @@ pub struct StageSection {
     /// Override `data.jitter` for this stage.
     #[serde(default)]
     pub jitter: Option<usize>,
+    /// Teacher variants with rewritten taps (MaskNets on a teacher), stacked after `teachers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experts: Vec<ExpertsSection>,
+    /// Teachers (model slots or expert names) run **frozen**: evaluation mode and untouched
+    /// parameters, but in the graph, so a gradient passes through them (to a MaskNet). Other
+    /// teachers run without a graph.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
+    /// Model slots trained by their own objective and optimizer without being run on the input,
+    /// e.g. MaskNets that act only through rewrites; terms name them with `on`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optimize: Vec<String>,
+    /// One objective and one optimizer over every trained slot, with peers' logits in the graph
+    /// (`peer.<slot>` not detached): MST-Distill's co-training. Default: one per slot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joint: bool,
+}
+
+impl StageSection {
+    /// The model teachers stacked as `teachers`, in order: the `teachers` list, then every expert.
+    pub fn stacked_names(&self, is_model: impl Fn(&str) -> bool) -> Vec<String> {
+        let plain = self.teachers.iter().filter(|t| is_model(t)).cloned();
+        plain.chain(self.experts.iter().flat_map(|e| e.experts().into_iter().map(|(n, _)| n))).collect()
+    }
+
+    /// Whether `name` is one of the stage's teachers (`teacher`, `teachers` or an expert).
+    pub fn has_teacher(&self, name: &str) -> bool {
+        self.teacher.as_deref() == Some(name)
+            || self.teachers.iter().any(|t| t == name)
+            || self.experts.iter().any(|e| e.experts().iter().any(|(n, _)| n == name))
+    }
+
+    /// Every slot with its own objective: the trained slots, then the `optimize` slots.
+    pub fn objective_slots(&self) -> Vec<&str> {
+        let mut v = self.train.all();
+        v.extend(self.optimize.iter().map(String::as_str));
+        v
+    }
 }
 
 /// `[eval]`

@@ -13,6 +13,7 @@ pub mod report;
 pub mod routing;
 mod run;
 pub mod schedule;
+mod teachers;
 pub mod tensorboard;
 
 pub use run::{resolve_data_dir, Outcome, TrainOptions, Trainer};

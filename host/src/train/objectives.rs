@@ -1,15 +1,18 @@
-//! A stage's objectives: one per trained slot, each the weighted sum of the terms placed `on` that
-//! slot, with its own optimizer over the slot's parameters and those of its terms. A stage that
-//! trains one model has one objective, as before; peers (`train = ["a", "b"]`) have one each.
+//! A stage's objectives: one per trained slot (and per `optimize` slot), each the weighted sum of
+//! the terms placed `on` that slot, with its own optimizer over the slot's parameters and those of
+//! its terms. A stage that trains one model has one objective, as before; peers
+//! (`train = ["a", "b"]`) and MaskNets have one each; a `joint` stage has one over all its peers.
 use candle_core::backprop::GradStore;
 
 use super::optim::{Optimizer, ParamState};
 use crate::config::{LossSection, OptimizerSection, StageSection};
 
-/// One trained slot's objective.
+/// One objective: a trained slot's, or (`joint`) every trained slot's.
 pub struct Objective {
-    /// The trained slot (its logits are `student` for the objective's terms).
+    /// The slot it trains, or the first of a joint objective's (named in messages).
     pub slot: String,
+    /// Every slot whose terms this objective sums.
+    pub members: Vec<String>,
     /// Parameter groups this objective's optimizer owns: the slot and its terms' plugin roles.
     pub groups: Vec<String>,
     pub opt: Optimizer,
@@ -24,25 +27,34 @@ impl Objectives {
     /// The objectives of `st`, each with an empty optimizer of `kind`; `role` names a term's
     /// plugin slot (its parameter group).
     pub fn new(st: &StageSection, kind: &OptimizerSection, role: impl Fn(&LossSection) -> String) -> Self {
-        let list = st
-            .train
-            .all()
+        let train: Vec<String> = st.train.all().into_iter().map(String::from).collect();
+        let mut sets: Vec<Vec<String>> =
+            if st.joint { vec![train] } else { train.into_iter().map(|s| vec![s]).collect() };
+        sets.extend(st.optimize.iter().map(|s| vec![s.clone()]));
+        let list = sets
             .into_iter()
-            .map(|slot| {
-                let terms = st.losses.iter().filter(|l| l.slot(&st.train) == slot).map(&role);
-                Objective {
-                    slot: slot.to_string(),
-                    groups: std::iter::once(slot.to_string()).chain(terms).collect(),
+            .map(|members| {
+                let mut o = Objective {
+                    slot: members[0].clone(),
+                    members,
+                    groups: Vec::new(),
                     opt: Optimizer::new(kind.clone(), Vec::new()),
-                }
+                };
+                o.groups = o.groups_of(st, st.losses.iter().map(|l| (l, role(l))));
+                o
             })
             .collect();
         Objectives { list }
     }
 
-    /// The objective `slot` trains, if any.
+    /// The index of the objective that sums the terms on `slot`.
+    pub fn position(&self, slot: &str) -> Option<usize> {
+        self.list.iter().position(|o| o.members.iter().any(|m| m == slot))
+    }
+
+    /// The objective `slot` belongs to, if any.
     pub fn of(&self, slot: &str) -> Option<&Objective> {
-        self.list.iter().find(|o| o.slot == slot)
+        self.position(slot).map(|k| &self.list[k])
     }
 
     /// Every optimizer's moments by parameter name, for a checkpoint.
@@ -83,6 +95,22 @@ impl Objectives {
 }
 
 impl Objective {
+    /// The parameter groups this objective trains: its slots, the plugins of its terms (given
+    /// with their roles) and, for the objective of the stage's first trained slot, the router
+    /// (MST-Distill's GateNet learns with the student).
+    pub fn groups_of<'a>(
+        &self,
+        st: &StageSection,
+        terms: impl Iterator<Item = (&'a LossSection, String)>,
+    ) -> Vec<String> {
+        let terms = terms.filter(|(l, _)| self.members.iter().any(|m| m == l.slot(&st.train))).map(|(_, role)| role);
+        let mut g: Vec<String> = self.members.iter().cloned().chain(terms).collect();
+        if self.members.iter().any(|m| m == st.train.primary()) {
+            g.extend(st.router.iter().cloned());
+        }
+        g
+    }
+
     /// Whether parameter `name` (`group.param`) belongs to this objective's groups.
     pub fn owns(&self, name: &str) -> bool {
         self.groups.iter().any(|g| name.strip_prefix(g.as_str()).is_some_and(|rest| rest.starts_with('.')))

@@ -75,7 +75,7 @@ pub struct Trainer {
     pub(super) registry: Registry,
     pub(super) models: BTreeMap<String, ModelInstance>,
     /// Teacher-plugin instances by slot (`[teachers.<slot>]`).
-    teacher_plugins: BTreeMap<String, TeacherInstance>,
+    pub(super) teacher_plugins: BTreeMap<String, TeacherInstance>,
     /// Router-plugin instances by slot (`[routers.<slot>]`).
     routers: BTreeMap<String, RouterInstance>,
     /// Augmenter-plugin instances by slot (`[augmenters.<slot>]`).
@@ -429,7 +429,7 @@ impl Trainer {
             self.reference_cache.clear();
         }
         // Feature losses ask for the `student` and `teacher` taps whatever the slots are called.
-        self.host.taps.set_alias("student", Some(st.train.primary()));
+        self.host.taps.set_alias("student", Some(st.train.primary()).filter(|s| !s.is_empty()));
         self.host.taps.set_alias("teacher", st.teacher.as_deref());
         let subset = st.subset.unwrap_or(self.cfg.data.subset);
         let data = Arc::new(self.train.subset(subset, self.cfg.run.seed ^ 0x7a5e_7de7));
@@ -471,9 +471,10 @@ impl Trainer {
                 opt.load_state(&r.optimizer, r.state.stage_step);
             }
         } else {
+            let slots = st.objective_slots().join(", ");
             let what = match &st.teacher {
-                Some(t) => format!("trains {} from teacher {t}, {total} steps", st.train),
-                None => format!("trains {}, {total} steps", st.train),
+                Some(t) => format!("trains {slots} from teacher {t}, {total} steps"),
+                None => format!("trains {slots}, {total} steps"),
             };
             self.event("stage_started", &st.name, None, None, Some(what));
             // A checkpoint at every stage start: a run killed early can always resume.
@@ -616,6 +617,9 @@ impl Trainer {
             self.state.epoch = epoch + 1;
         }
         self.console.finish();
+        for slot in &st.optimize {
+            self.save_model(slot)?;
+        }
         for slot in st.train.all() {
             self.save_model(slot)?;
             if !self.ready.iter().any(|r| r == slot) {
@@ -648,9 +652,10 @@ impl Trainer {
         let teacher = st.teacher.as_ref().and_then(|t| teachers.iter().find(|(n, _)| n == t)).map(|(_, z)| z.clone());
         let mut outs: Vec<(String, Tensor)> = Vec::new();
         for slot in st.train.all() {
+            let input = self.model_input(slot, x)?;
             let m = self.models.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
             let z = m
-                .forward(&Inputs::new().tensor("input", x).scalar("train", 1.0))
+                .forward(&Inputs::new().tensor("input", &input).scalar("train", 1.0))
                 .map_err(|e| StepError::plugin(slot, e))?;
             outs.push((slot.to_string(), z));
         }
@@ -667,12 +672,13 @@ impl Trainer {
             extras: &extras,
             taps: &self.host.taps,
             batch,
+            joint: st.joint,
         };
         let mut terms = Vec::with_capacity(losses.len());
         let mut sums: Vec<Option<Tensor>> = vec![None; objs.list.len()];
         for (sec, inst) in losses.iter_mut() {
             let slot = sec.slot(&st.train);
-            let k = objs.list.iter().position(|o| o.slot == slot);
+            let k = objs.position(slot);
             let k =
                 k.ok_or_else(|| TrainError::Other(format!("term `{}`: `{slot}` is not trained", sec.term_name())))?;
             let inputs = named
@@ -733,38 +739,6 @@ impl Trainer {
             }
         }
         Ok(StepOut { loss_v, terms, grads })
-    }
-
-    /// The stage's teachers for this batch, by slot: model slots in evaluation mode (detached),
-    /// stacked `[T, B, C]` in the order of `teachers`; then teacher plugins, which read those.
-    /// The stage's `teacher` runs too when it is not listed.
-    fn run_teachers(&mut self, st: &StageSection, batch: &Batch) -> std::result::Result<TeacherOutputs, StepError> {
-        let extra = st.teacher.iter().filter(|t| !st.teachers.contains(t));
-        let order: Vec<String> = st.teachers.iter().chain(extra).cloned().collect();
-        let x = &batch.images;
-        let mut out: Vec<(String, Tensor)> = Vec::new();
-        for t in &order {
-            if let Some(m) = self.models.get_mut(t) {
-                let z = m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0));
-                out.push((t.clone(), z.map_err(|e| StepError::plugin(t, e))?.detach()));
-            }
-        }
-        let listed: Vec<&Tensor> = out.iter().filter(|(n, _)| st.teachers.contains(n)).map(|(_, z)| z).collect();
-        let stacked = if listed.is_empty() { None } else { Some(Tensor::stack(&listed, 0)?) };
-        for t in &order {
-            if let Some(tp) = self.teacher_plugins.get_mut(t) {
-                let mut inputs = Inputs::new().tensor("input", x).tensor("labels", &batch.labels).scalar("train", 0.0);
-                if let Some(s) = &stacked {
-                    inputs = inputs.tensor("teachers", s);
-                }
-                for (n, z) in &out {
-                    inputs = inputs.tensor(&format!("teacher.{n}"), z);
-                }
-                let z = tp.logits(&inputs).map_err(|e| StepError::plugin(t, e))?.detach();
-                out.push((t.clone(), z));
-            }
-        }
-        Ok((out, stacked))
     }
 
     /// One plugin instance per `[teachers|routers|augmenters.<slot>]` section, built by `new`.
@@ -896,12 +870,7 @@ impl Trainer {
         self.param_count = n;
         let params = self.host.params.params(None);
         for o in &mut objs.list {
-            let terms = losses.iter().filter(|(sec, _)| sec.slot(&st.train) == o.slot);
-            o.groups = std::iter::once(o.slot.clone()).chain(terms.map(|(_, l)| l.ctx().role.clone())).collect();
-            // A router with parameters learns with the first trained slot (MST-Distill's GateNet).
-            if o.slot == st.train.primary() {
-                o.groups.extend(st.router.iter().cloned());
-            }
+            o.groups = o.groups_of(st, losses.iter().map(|(sec, l)| (sec, l.ctx().role.clone())));
             let new: Vec<(String, candle_core::Var)> = params
                 .iter()
                 .filter(|p| p.trainable && o.groups.contains(&p.group))
@@ -987,12 +956,13 @@ impl Trainer {
             drop_last: false,
         };
         let batches = self.batches(set, &plan, 0, 0)?;
-        let model = self.models.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
         // Logits and labels stay on the device until the last batch: one read for the whole set.
         let (mut out, mut labels, mut classes) = (Vec::new(), Vec::new(), 0);
         for b in batches {
             let b = b?;
-            let z = model.forward(&Inputs::new().tensor("input", &b.images).scalar("train", 0.0))?.detach();
+            let input = self.model_input(slot, &b.images)?;
+            let model = self.models.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
+            let z = model.forward(&Inputs::new().tensor("input", &input).scalar("train", 0.0))?.detach();
             let dims = z.dims().to_vec();
             if dims.len() != 2 || dims[0] != b.labels.dims()[0] {
                 return Err(TrainError::Other(format!(
@@ -1112,9 +1082,6 @@ fn sample_weights(extras: &[(String, Tensor)]) -> candle_core::Result<Option<Ten
     })
 }
 
-/// The stage's teachers' logits by slot, and the model teachers stacked `[T, B, C]`.
-type TeacherOutputs = (Vec<(String, Tensor)>, Option<Tensor>);
-
 /// The tensors a step's terms can read by name (see [`TensorName`]).
 struct Named<'a> {
     /// Every trained slot's logits, in `train` order.
@@ -1130,19 +1097,30 @@ struct Named<'a> {
     /// What plugins tapped this step (`<slot>.<tap>`).
     taps: &'a crate::backend::TapStore,
     batch: &'a Batch,
+    /// One objective over every trained slot: peers' logits stay in the graph.
+    joint: bool,
 }
 
 impl Named<'_> {
-    /// The inputs of a term on `slot`: `student` (the slot's logits), `labels`, `teacher` (when
-    /// the stage has one), then the term's own `inputs` mapping. Another peer's logits are
-    /// detached: an objective trains only its own slot.
+    /// The inputs of a term on `slot`: `student` (the slot's logits, unless it is an `optimize`
+    /// slot that is not run on the input), `labels`, `teacher` (when the stage has one), then the
+    /// term's own `inputs` mapping. Another peer's logits are detached (an objective trains only
+    /// its own slot) unless the stage is `joint`.
     fn inputs(&self, sec: &LossSection, slot: &str) -> Result<Inputs> {
         let logits = |s: &str| -> Result<Tensor> {
             let z = self.outs.iter().find(|(n, _)| n == s).map(|(_, z)| z);
-            let z = z.ok_or_else(|| TrainError::Other(format!("`{s}` is not trained by this stage")))?;
-            Ok(if s == slot { z.clone() } else { z.detach() })
+            let z = z.ok_or_else(|| {
+                TrainError::Other(format!(
+                    "term `{}`: `{s}` is not run on the input in this stage; map its `student` with `inputs`",
+                    sec.term_name()
+                ))
+            })?;
+            Ok(if s == slot || self.joint { z.clone() } else { z.detach() })
         };
-        let mut inputs = Inputs::new().tensor("student", &logits(slot)?).tensor("labels", &self.batch.labels);
+        let mut inputs = Inputs::new().tensor("labels", &self.batch.labels);
+        if self.outs.iter().any(|(n, _)| n == slot) {
+            inputs = inputs.tensor("student", &logits(slot)?);
+        }
         if let Some(t) = self.teacher {
             inputs = inputs.tensor("teacher", t);
         }

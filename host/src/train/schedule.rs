@@ -30,6 +30,10 @@ pub fn weight_factor(w: Option<&WeightSchedule>, step: usize, total: usize, epoc
             let t = if total <= 1 { 1.0 } else { step as f64 / (total - 1) as f64 };
             from + (to - from) * t
         }
+        Some(WeightSchedule::DecayAfter { every, factor }) => {
+            let e0 = epoch.saturating_sub(1);
+            factor.powi(e0.div_ceil((*every).max(1)) as i32)
+        }
     }
 }
 
@@ -61,5 +65,20 @@ mod tests {
         let lin = WeightSchedule::Linear { from: 0.0, to: 1.0 };
         assert_eq!(weight_factor(Some(&lin), 0, 11, 1), 0.0);
         assert!((weight_factor(Some(&lin), 5, 11, 1) - 0.5).abs() < 1e-12);
+    }
+
+    /// MST-Distill §1.6 item 5: the (w_kl, w_lb) in use during 0-based epochs 1, 11, 21 and 31.
+    #[test]
+    fn mst_distill_weight_schedule() {
+        let kl = WeightSchedule::DecayAfter { every: 30, factor: 0.5 };
+        let lb = WeightSchedule::DecayAfter { every: 10, factor: 0.9 };
+        // `epoch` is counted from 1 here: 0-based epoch e is e + 1.
+        let at = |e: usize| (weight_factor(Some(&kl), 0, 1, e + 1), weight_factor(Some(&lb), 0, 1, e + 1));
+        assert_eq!(at(0), (1.0, 1.0));
+        for (e, (wkl, wlb)) in [(1, (0.5, 0.9)), (11, (0.5, 0.81)), (21, (0.5, 0.729)), (31, (0.25, 0.6561))] {
+            let (a, b) = at(e);
+            assert!((a - wkl).abs() < 1e-12 && (b - wlb).abs() < 1e-12, "epoch {e}: ({a}, {b})");
+        }
+        assert!((at(30).0 - 0.5).abs() < 1e-12 && (at(99).0 - 0.0625).abs() < 1e-12);
     }
 }

@@ -20,6 +20,8 @@ pub struct Config {
     /// reported value: "kl" (KL form) or "ce" (cross-entropy form, same gradient)
     #[param(default = ValueForm::Kl)]
     pub value_form: ValueForm,
+    /// keep the teacher in the graph so the term trains it too (MST-Distill's co-training, whose six KL terms are none detached); needs a joint stage
+    pub teacher_grad: bool,
 }
 
 /// The plugin instance.
@@ -45,13 +47,35 @@ impl Plugin for HintonKd {
     }
 }
 
+impl HintonKd {
+    /// The teacher's logits as rows, detached unless `teacher_grad`.
+    fn teacher(&self, batch: &Batch) -> Result<Tensor> {
+        let zt = f::rows(&batch.tensor("teacher")?)?;
+        if self.cfg.teacher_grad {
+            Ok(zt)
+        } else {
+            zt.detach()
+        }
+    }
+
+    /// Per-row KD values; with `teacher_grad` through log-probabilities, which differentiate in
+    /// both arguments (the fused op's backward reaches the student only).
+    fn rows(&self, zt: &Tensor, zs: &Tensor) -> Result<Tensor> {
+        let tau = self.cfg.temperature;
+        match (self.cfg.teacher_grad, self.cfg.value_form) {
+            (true, form) => f::teacher_target_rows(&f::log_probs(zt, tau)?, &f::log_probs(zs, tau)?, form),
+            (false, form) => f::teacher_target_logit_rows(zt, zs, tau, form),
+        }
+    }
+}
+
 impl LossPlugin for HintonKd {
     fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
         let tau = self.cfg.temperature;
         let zs = f::rows(&batch.tensor("student")?)?;
-        let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
+        let zt = self.teacher(batch)?;
         let mask = batch.get("mask");
-        let rows = f::teacher_target_logit_rows(&zt, &zs, tau, self.cfg.value_form)?;
+        let rows = self.rows(&zt, &zs)?;
         let scale = if self.cfg.tau_squared { tau * tau } else { 1.0 };
         let kd = f::reduce_rows(&rows, mask.as_ref())?.affine(scale * self.cfg.alpha, 0.0)?;
         if self.cfg.alpha >= 1.0 {
@@ -76,10 +100,9 @@ impl LossPlugin for HintonKd {
         }
         let zs = f::rows(&zs)?;
         let tau = self.cfg.temperature;
-        let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
+        let zt = self.teacher(batch)?;
         let scale = if self.cfg.tau_squared { tau * tau } else { 1.0 };
-        let kd =
-            f::teacher_target_logit_rows(&zt, &zs, tau, self.cfg.value_form)?.affine(scale * self.cfg.alpha, 0.0)?;
+        let kd = self.rows(&zt, &zs)?.affine(scale * self.cfg.alpha, 0.0)?;
         if self.cfg.alpha >= 1.0 {
             return Ok(Some(kd));
         }
