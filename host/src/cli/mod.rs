@@ -4,6 +4,7 @@ mod new;
 mod plugins;
 mod runs;
 mod svg;
+mod teacher;
 mod train;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -77,6 +78,11 @@ enum Command {
         /// The run directory (`runs/<name>`).
         run_dir: PathBuf,
     },
+    /// Offline teachers: cache a trained model's top-k logits for the `cached` teacher plugin.
+    Teacher {
+        #[command(subcommand)]
+        command: teacher::TeacherCommand,
+    },
     /// Inspect run directories.
     Runs {
         #[command(subcommand)]
@@ -125,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval { run_dir } => train::eval(run_dir),
         Command::New { kind, name, dir, retort_src } => new::run(new::NewArgs { kind, name, dir, retort_src }),
         Command::Runs { command } => runs::run(command),
+        Command::Teacher { command } => teacher::run(command),
         Command::Config { command } => train::config(command),
         Command::Device { command } => device::run(command),
     }

@@ -131,11 +131,11 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `retort eval RUN_DIR`: re-evaluates the saved models of a finished run on the test set.
-pub fn eval(dir: PathBuf) -> anyhow::Result<ExitCode> {
+/// A trainer over the saved models of run `dir` (every slot at its saved weights, no stage),
+/// writing only to a scratch directory that goes when the returned guard drops.
+pub(super) fn saved_run(dir: &std::path::Path) -> anyhow::Result<(Trainer, tempfile::TempDir)> {
     let mut cfg = load_file(&dir.join("config.toml")).with_context(|| format!("cannot read run {}", dir.display()))?;
     set_threads(&cfg);
-    // Point every slot at its saved weights; run no stage.
     for (slot, m) in cfg.models.iter_mut() {
         let saved = dir.join("models").join(format!("{slot}.safetensors"));
         if saved.exists() {
@@ -143,10 +143,15 @@ pub fn eval(dir: PathBuf) -> anyhow::Result<ExitCode> {
         }
     }
     cfg.stages.clear();
-    // A fresh directory (removed when `scratch` drops): a pid-named one could be another user's.
+    // A fresh directory: a pid-named one could be another user's.
     let scratch = tempfile::Builder::new().prefix("retort-eval-").tempdir()?;
     cfg.run.output_dir = scratch.path().to_path_buf();
-    let mut trainer = Trainer::new(cfg, TrainOptions::default())?;
+    Ok((Trainer::new(cfg, TrainOptions::default())?, scratch))
+}
+
+/// `retort eval RUN_DIR`: re-evaluates the saved models of a finished run on the test set.
+pub fn eval(dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let (mut trainer, scratch) = saved_run(&dir)?;
     let out = match trainer.run()? {
         Outcome::Finished(report) => report,
         Outcome::Stopped(_) => anyhow::bail!("evaluation stopped unexpectedly"),

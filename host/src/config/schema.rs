@@ -211,6 +211,8 @@ impl std::fmt::Display for TrainSlots {
 pub enum TensorName {
     Input,
     Labels,
+    /// Each sample's index in its dataset file, `[B]` u32.
+    Ids,
     Student,
     Teacher,
     TeacherOf(String),
@@ -227,6 +229,7 @@ impl TensorName {
         match s {
             "input" => Ok(TensorName::Input),
             "labels" => Ok(TensorName::Labels),
+            "ids" => Ok(TensorName::Ids),
             "student" => Ok(TensorName::Student),
             "teacher" => Ok(TensorName::Teacher),
             "teachers" => Ok(TensorName::Teachers),
@@ -239,7 +242,7 @@ impl TensorName {
                     Ok(TensorName::Tap(slot.to_string(), tap.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown tensor `{s}`; known: input, labels, student, teacher, teacher.<slot>, teachers, route, \
+                    "unknown tensor `{s}`; known: input, labels, ids, student, teacher, teacher.<slot>, teachers, route, \
                      peer.<trained slot>, <slot>.<tap>"
                 )),
             },

@@ -17,6 +17,8 @@ use super::{Dataset, DeviceSet};
 pub struct Batch {
     pub images: Tensor,
     pub labels: Tensor,
+    /// Each sample's index in its source file, `[B]` u32 (see [`Dataset::id`]).
+    pub ids: Tensor,
     /// Index of the batch within its epoch.
     pub index: usize,
 }
@@ -96,9 +98,11 @@ impl BatchPlan {
             }
         }
         let labels: Vec<u32> = ids.iter().map(|&i| data.labels[i] as u32).collect();
+        let sample_ids: Vec<u32> = ids.iter().map(|&i| data.id(i)).collect();
         Ok(Batch {
             images: Tensor::from_vec(x, (ids.len(), 1, h, w), device)?,
             labels: Tensor::from_vec(labels, ids.len(), device)?,
+            ids: Tensor::from_vec(sample_ids, ids.len(), device)?,
             index: b,
         })
     }
@@ -189,6 +193,7 @@ mod tests {
             height: 2,
             width: 2,
             classes: 3,
+            ids: Vec::new(),
         })
     }
 

@@ -35,6 +35,9 @@ pub struct Dataset {
     pub height: usize,
     pub width: usize,
     pub classes: usize,
+    /// Each sample's index in its source file (empty: the identity), kept through subsets and
+    /// validation splits: the key of per-sample state and of a cached teacher.
+    pub ids: Vec<u32>,
 }
 
 /// Per-pixel mean and std of the training images (after /255), used for normalisation.
@@ -56,6 +59,11 @@ impl Dataset {
         self.height * self.width
     }
 
+    /// The index of sample `i` in its source file.
+    pub fn id(&self, i: usize) -> u32 {
+        self.ids.get(i).copied().unwrap_or(i as u32)
+    }
+
     /// The samples at `idx`, in that order.
     pub fn select(&self, idx: &[usize]) -> Dataset {
         let p = self.pixels();
@@ -69,6 +77,7 @@ impl Dataset {
             height: self.height,
             width: self.width,
             classes: self.classes,
+            ids: idx.iter().map(|&i| self.id(i)).collect(),
         }
     }
 
@@ -112,7 +121,14 @@ impl Dataset {
             )));
         }
         let classes = labels.data.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
-        Ok(Dataset { height: images.dims[1], width: images.dims[2], images: images.data, labels: labels.data, classes })
+        Ok(Dataset {
+            height: images.dims[1],
+            width: images.dims[2],
+            images: images.data,
+            labels: labels.data,
+            classes,
+            ids: Vec::new(),
+        })
     }
 
     /// Loads one split of the dataset described by `spec`.

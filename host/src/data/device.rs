@@ -14,6 +14,8 @@ pub struct DeviceSet {
     pad: usize,
     height: usize,
     width: usize,
+    /// Each sample's index in its source file (sent per batch: B values).
+    ids: Vec<u32>,
 }
 
 impl DeviceSet {
@@ -38,6 +40,7 @@ impl DeviceSet {
             images: Tensor::from_vec(x, (data.len(), hp * wp), device)?,
             labels: Tensor::from_vec(labels, data.len(), device)?,
             base: Tensor::from_vec(base, (1, h * w), device)?,
+            ids: (0..data.len()).map(|i| data.id(i)).collect(),
             pad,
             height: h,
             width: w,
@@ -68,6 +71,7 @@ impl DeviceSet {
         Ok(Batch {
             images: images.reshape((n, 1, self.height, self.width))?,
             labels: self.labels.index_select(&idx, 0)?,
+            ids: Tensor::from_vec(ids.iter().map(|&i| self.ids[i]).collect::<Vec<u32>>(), n, dev)?,
             index,
         })
     }
@@ -76,6 +80,7 @@ impl DeviceSet {
     pub fn bytes(&self) -> usize {
         self.images.elem_count() * DType::F32.size_in_bytes()
             + self.labels.elem_count() * 4
+            + self.ids.len() * 4
             + self.base.elem_count() * 8
     }
 }

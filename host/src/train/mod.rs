@@ -1,4 +1,5 @@
 //! The trainer: stages of training with plugin models and losses, evaluation, checkpoints.
+pub mod cache;
 pub mod checkpoint;
 pub mod console;
 mod faults;

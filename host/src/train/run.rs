@@ -799,13 +799,19 @@ impl Trainer {
         batch: &Batch,
         (step, epoch, total): (usize, usize, usize),
     ) -> std::result::Result<(Batch, Vec<(String, Tensor)>), StepError> {
-        let mut out = Batch { images: batch.images.clone(), labels: batch.labels.clone(), index: batch.index };
+        let mut out = Batch {
+            images: batch.images.clone(),
+            labels: batch.labels.clone(),
+            ids: batch.ids.clone(),
+            index: batch.index,
+        };
         let mut extras: Vec<(String, Tensor)> = Vec::new();
         for slot in &st.augmenters {
             let a = self.augmenters.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no augmenter `{slot}`")))?;
             let mut inputs = Inputs::new()
                 .tensor("input", &out.images)
                 .tensor("labels", &out.labels)
+                .tensor("ids", &out.ids)
                 .scalar("step", step as f64)
                 .scalar("epoch", (epoch + 1) as f64)
                 .scalar("total_steps", total as f64)
@@ -944,8 +950,13 @@ impl Trainer {
         std::fs::rename(&tmp, &path).map_err(io(path.display().to_string()))
     }
 
+    /// The training split (before any stage's subset).
+    pub(super) fn train_set(&self) -> Arc<Dataset> {
+        self.train.clone()
+    }
+
     /// Logits of `slot` on `set` in evaluation mode, flattened `[n, classes]`.
-    fn logits(&mut self, slot: &str, set: &Arc<Dataset>) -> Result<(Vec<f32>, usize, Vec<u32>)> {
+    pub(super) fn logits(&mut self, slot: &str, set: &Arc<Dataset>) -> Result<(Vec<f32>, usize, Vec<u32>)> {
         let plan = BatchPlan {
             batch_size: self.cfg.data.eval_batch_size,
             shuffle: false,
@@ -1117,7 +1128,7 @@ impl Named<'_> {
             })?;
             Ok(if s == slot || self.joint { z.clone() } else { z.detach() })
         };
-        let mut inputs = Inputs::new().tensor("labels", &self.batch.labels);
+        let mut inputs = Inputs::new().tensor("labels", &self.batch.labels).tensor("ids", &self.batch.ids);
         if self.outs.iter().any(|(n, _)| n == slot) {
             inputs = inputs.tensor("student", &logits(slot)?);
         }
@@ -1142,6 +1153,7 @@ impl Named<'_> {
             let t = match TensorName::parse(name).map_err(TrainError::Other)? {
                 TensorName::Input => self.batch.images.clone(),
                 TensorName::Labels => self.batch.labels.clone(),
+                TensorName::Ids => self.batch.ids.clone(),
                 TensorName::Student => logits(slot)?,
                 TensorName::Teacher => {
                     self.teacher.cloned().ok_or_else(|| TrainError::Other("the stage has no teacher".into()))?

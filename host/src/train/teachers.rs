@@ -70,7 +70,11 @@ impl Trainer {
         let stacked = if listed.is_empty() { None } else { Some(Tensor::stack(&listed, 0)?) };
         for t in &order {
             if let Some(tp) = self.teacher_plugins.get_mut(t) {
-                let mut inputs = Inputs::new().tensor("input", x).tensor("labels", &batch.labels).scalar("train", 0.0);
+                let mut inputs = Inputs::new()
+                    .tensor("input", x)
+                    .tensor("labels", &batch.labels)
+                    .tensor("ids", &batch.ids)
+                    .scalar("train", 0.0);
                 if let Some(s) = &stacked {
                     inputs = inputs.tensor("teachers", s);
                 }
