@@ -213,6 +213,11 @@ fn step_graph_mistakes_are_caught_before_training_with_their_key() {
         (good.replace(r#"view = "left""#, r#"view = "middle""#), "models.s.view", "no view `middle`"),
         (good.replace("cols = [0, 14]", "cols = [14, 14]"), "data.views.left.cols", "is empty"),
         (
+            good.replace(r#"gate = "gate.gate""#, r#"gate = "input.nope""#),
+            "stages[3].losses[2].inputs.gate",
+            "no view `nope`",
+        ),
+        (
             good.replace(r#"model = "t", composition = "independent""#, r#"model = "m2", composition = "independent""#),
             "stages[2].experts[0].model",
             "must be trained by an earlier stage",

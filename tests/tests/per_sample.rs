@@ -46,6 +46,10 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str)> {
         (div, "skew-reverse-kl", r#"{"alpha": 0.3}"#),
         (div, "generalized-jsd", r#"{"beta": 0.1}"#),
         (div, "generalized-jsd", r#"{"beta": 0.0}"#),
+        ("retort-loss-methods", "dkd", "{}"),
+        ("retort-loss-methods", "dkd", r#"{"ce_weight": 1.0, "alpha": 0.5, "beta": 4.0}"#),
+        ("retort-loss-methods", "bd-kd", "{}"),
+        ("retort-loss-methods", "mixstd", "{}"),
     ]
 }
 

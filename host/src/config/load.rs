@@ -301,6 +301,10 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                             format!("`peer.{p}`: `{p}` is not trained by this stage (trained: {})", st.train),
                         )
                     }
+                    Ok(TensorName::InputView(v)) if !cfg.data.views.contains_key(&v) => {
+                        let known: Vec<&String> = cfg.data.views.keys().collect();
+                        return fail(&at, format!("`input.{v}`: no view `{v}` in [data.views] (views: {known:?})"));
+                    }
                     Ok(TensorName::Teacher) if st.teacher.is_none() => {
                         return fail(&at, "the stage has no `teacher`".into())
                     }

@@ -210,6 +210,8 @@ impl std::fmt::Display for TrainSlots {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorName {
     Input,
+    /// `input.<view>`: a `[data.views]` crop of the input.
+    InputView(String),
     Labels,
     /// Each sample's index in its dataset file, `[B]` u32.
     Ids,
@@ -234,6 +236,9 @@ impl TensorName {
             "teacher" => Ok(TensorName::Teacher),
             "teachers" => Ok(TensorName::Teachers),
             "route" => Ok(TensorName::Route),
+            _ if s.strip_prefix("input.").is_some_and(|v| !v.is_empty()) => {
+                Ok(TensorName::InputView(s["input.".len()..].to_string()))
+            }
             _ => match (s.strip_prefix("peer."), s.strip_prefix("teacher.")) {
                 (Some(slot), _) if !slot.is_empty() => Ok(TensorName::Peer(slot.to_string())),
                 (_, Some(slot)) if !slot.is_empty() => Ok(TensorName::TeacherOf(slot.to_string())),
@@ -242,7 +247,7 @@ impl TensorName {
                     Ok(TensorName::Tap(slot.to_string(), tap.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown tensor `{s}`; known: input, labels, ids, student, teacher, teacher.<slot>, teachers, route, \
+                    "unknown tensor `{s}`; known: input, input.<view>, labels, ids, student, teacher, teacher.<slot>, teachers, route, \
                      peer.<trained slot>, <slot>.<tap>"
                 )),
             },

@@ -673,6 +673,7 @@ impl Trainer {
             taps: &self.host.taps,
             batch,
             joint: st.joint,
+            views: &self.cfg.data.views,
         };
         let mut terms = Vec::with_capacity(losses.len());
         let mut sums: Vec<Option<Tensor>> = vec![None; objs.list.len()];
@@ -1110,6 +1111,8 @@ struct Named<'a> {
     batch: &'a Batch,
     /// One objective over every trained slot: peers' logits stay in the graph.
     joint: bool,
+    /// `[data.views]`, for `input.<view>`.
+    views: &'a BTreeMap<String, crate::config::ViewSection>,
 }
 
 impl Named<'_> {
@@ -1152,6 +1155,7 @@ impl Named<'_> {
         for (input, name) in &sec.inputs {
             let t = match TensorName::parse(name).map_err(TrainError::Other)? {
                 TensorName::Input => self.batch.images.clone(),
+                TensorName::InputView(v) => super::teachers::crop(&self.batch.images, &v, self.views)?,
                 TensorName::Labels => self.batch.labels.clone(),
                 TensorName::Ids => self.batch.ids.clone(),
                 TensorName::Student => logits(slot)?,

@@ -1,10 +1,12 @@
 //! The teacher forwards of a step: model slots (no graph, or frozen with one), experts (a model
 //! slot with MaskNets rewriting its taps) and teacher plugins; and each model's view of the input.
+use std::collections::BTreeMap;
+
 use candle_core::Tensor;
 
 use super::{faults::Fault, faults::StepError, run::Trainer, TrainError};
 use crate::{
-    config::{RewriteSection, StageSection},
+    config::{RewriteSection, StageSection, ViewSection},
     data::Batch,
     rewrite::{with_rewrites, Rewriter},
     Inputs,
@@ -13,32 +15,32 @@ use crate::{
 /// The stage's teachers' logits by name, and the model teachers stacked `[T, B, C]`.
 pub(super) type TeacherOutputs = (Vec<(String, Tensor)>, Option<Tensor>);
 
+/// The `[data.views]` crop `view` of `[B, 1, H, W]` images.
+pub(super) fn crop(images: &Tensor, view: &str, views: &BTreeMap<String, ViewSection>) -> Result<Tensor, TrainError> {
+    let spec = views.get(view).ok_or_else(|| TrainError::Other(format!("no view `{view}` in [data.views]")))?;
+    let mut x = images.clone();
+    for (axis, range) in [(2, spec.rows), (3, spec.cols)] {
+        if let Some([a, b]) = range {
+            let n = x.dim(axis)?;
+            if b > n {
+                let what = if axis == 2 { "rows" } else { "cols" };
+                return Err(TrainError::Other(format!(
+                    "data.views.{view}.{what}: [{a}, {b}) goes past the image's {n} {what}"
+                )));
+            }
+            x = x.narrow(axis, a, b - a)?;
+        }
+    }
+    Ok(x)
+}
+
 impl Trainer {
     /// What model `slot` reads as `input`: the batch images, or its `[data.views]` crop of them.
     pub(super) fn model_input(&self, slot: &str, images: &Tensor) -> Result<Tensor, TrainError> {
-        let Some(view) = self.cfg.models.get(slot).and_then(|m| m.view.as_ref()) else {
-            return Ok(images.clone());
-        };
-        let spec = self
-            .cfg
-            .data
-            .views
-            .get(view)
-            .ok_or_else(|| TrainError::Other(format!("models.{slot}.view: no view `{view}`")))?;
-        let mut x = images.clone();
-        for (axis, range) in [(2, spec.rows), (3, spec.cols)] {
-            if let Some([a, b]) = range {
-                let n = x.dim(axis)?;
-                if b > n {
-                    let what = if axis == 2 { "rows" } else { "cols" };
-                    return Err(TrainError::Other(format!(
-                        "data.views.{view}.{what}: [{a}, {b}) goes past the image's {n} {what}"
-                    )));
-                }
-                x = x.narrow(axis, a, b - a)?;
-            }
+        match self.cfg.models.get(slot).and_then(|m| m.view.as_ref()) {
+            Some(view) => crop(images, view, &self.cfg.data.views),
+            None => Ok(images.clone()),
         }
-        Ok(x)
     }
 
     /// The stage's teachers for this batch, by name: model slots in evaluation mode (detached

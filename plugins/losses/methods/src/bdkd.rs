@@ -54,6 +54,12 @@ impl Plugin for BdKd {
 
 impl LossPlugin for BdKd {
     fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let rows = self.loss_rows(batch)?.ok_or_else(|| retort_sdk::Error::invalid("bd-kd: no rows"))?;
+        f::reduce_rows(&rows, None)
+    }
+
+    /// Per sample: `τ²·(w_f·FKL_b + w_r·RKL_b)` (+ `CE_b`).
+    fn loss_rows(&mut self, batch: &Batch) -> Result<Option<Tensor>> {
         let tau = self.cfg.temperature;
         let zs = f::rows(&batch.tensor("student")?)?;
         let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
@@ -74,6 +80,6 @@ impl LossPlugin for BdKd {
         if self.cfg.include_ce {
             rows = (rows + f::hard_ce_rows(&zs.log_softmax(-1)?, &batch.tensor("labels")?)?)?;
         }
-        f::reduce_rows(&rows, None)
+        Ok(Some(rows))
     }
 }

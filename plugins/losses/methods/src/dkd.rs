@@ -42,8 +42,10 @@ impl Plugin for Dkd {
     }
 }
 
-impl LossPlugin for Dkd {
-    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+impl Dkd {
+    /// Per sample: `τ²·w·(α·TCKD_b + β·NCKD_b) + ce_weight·CE_b`, 0 for an ignored label; and the
+    /// valid-row mask (the scalar loss is the mean over valid rows).
+    fn rows(&mut self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let tau = self.cfg.temperature;
         let zs = f::rows(&batch.tensor("student")?)?;
         let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
@@ -64,19 +66,32 @@ impl LossPlugin for Dkd {
         };
         let (bs, hs) = parts(&zs)?;
         let (bt, ht) = parts(&zt)?;
-        let tckd = f::reduce_rows(&f::kl_rows(&bt, &bs)?, Some(&valid))?;
-        let nckd = f::reduce_rows(&f::kl_rows(&ht, &hs)?, Some(&valid))?;
         let warm = if self.cfg.warmup_epochs > 0.0 {
             (batch.epoch().max(1) as f64 / self.cfg.warmup_epochs).min(1.0)
         } else {
             1.0
         };
         let s = tau * tau * warm;
-        let mut total = (tckd.affine(s * self.cfg.alpha, 0.0)? + nckd.affine(s * self.cfg.beta, 0.0)?)?;
+        let tckd = f::kl_rows(&bt, &bs)?.affine(s * self.cfg.alpha, 0.0)?;
+        let nckd = f::kl_rows(&ht, &hs)?.affine(s * self.cfg.beta, 0.0)?;
+        let mut rows = tckd.add(&nckd)?;
         if self.cfg.ce_weight != 0.0 {
-            let ce = f::reduce_rows(&f::hard_ce_rows(&zs.log_softmax(-1)?, &labels)?, Some(&valid))?;
-            total = (total + ce.affine(self.cfg.ce_weight, 0.0)?)?;
+            let ce = f::hard_ce_rows(&zs.log_softmax(-1)?, &labels)?;
+            rows = rows.add(&ce.affine(self.cfg.ce_weight, 0.0)?)?;
         }
-        Ok(total)
+        Ok((rows.mul(&valid)?, valid))
+    }
+}
+
+impl LossPlugin for Dkd {
+    fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let (rows, valid) = self.rows(batch)?;
+        f::reduce_rows(&rows, Some(&valid))
+    }
+
+    /// Per sample (an ignored label's row is 0, so the rows' mean equals the loss when every
+    /// label is valid).
+    fn loss_rows(&mut self, batch: &Batch) -> Result<Option<Tensor>> {
+        Ok(Some(self.rows(batch)?.0))
     }
 }

@@ -37,15 +37,20 @@ fn standardised_log_probs(z: &Tensor) -> Result<Tensor> {
 
 impl LossPlugin for MixStd {
     fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let rows = self.loss_rows(batch)?.ok_or_else(|| retort_sdk::Error::invalid("mixstd: no rows"))?;
+        rows.mean_all()
+    }
+
+    /// Per sample: `γ·CE_b + α·KL_b` on standardised logits.
+    fn loss_rows(&mut self, batch: &Batch) -> Result<Option<Tensor>> {
         let zs = f::rows(&batch.tensor("student")?)?;
         let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
         let (ls, lt) = (standardised_log_probs(&zs)?, standardised_log_probs(&zt)?);
         let cls = match batch.get("targets") {
             Some(t) => f::cross_entropy_rows(&f::rows(&t)?, &ls)?,
             None => f::hard_ce_rows(&ls, &batch.tensor("labels")?)?,
-        }
-        .mean_all()?;
-        let kd = f::kl_rows(&lt, &ls)?.mean_all()?;
-        cls.affine(self.cfg.gamma, 0.0)? + kd.affine(self.cfg.alpha, 0.0)?
+        };
+        let kd = f::kl_rows(&lt, &ls)?;
+        Ok(Some(cls.affine(self.cfg.gamma, 0.0)?.add(&kd.affine(self.cfg.alpha, 0.0)?)?))
     }
 }
