@@ -122,3 +122,40 @@ fn an_unknown_augmenter_is_caught_before_training() {
     let (ok, _, err) = retort(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("stages[0].augmenters[0]") && err.contains("nosie"), "{err}");
 }
+
+#[test]
+fn shift_moves_each_image_by_at_most_j_pixels_and_fills_with_its_minimum() {
+    let (n, h, w, j) = (6usize, 7usize, 9usize, 2i64);
+    let v: Vec<f32> = (0..n * h * w).map(|i| ((i * 31 % 97) as f32) / 10.0 + 1.0).collect();
+    let x = Tensor::from_vec(v.clone(), (n, 1, h, w), &Device::Cpu).unwrap();
+    let mut a = augmenter("shift", r#"{"pixels": 2}"#, 5);
+    let out = a.augment(&Inputs::new().tensor("input", &x)).unwrap();
+    let y = out[0].1.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut moved = 0;
+    for b in 0..n {
+        let img = &v[b * h * w..][..h * w];
+        let min = img.iter().copied().fold(f32::MAX, f32::min);
+        let got = &y[b * h * w..][..h * w];
+        // Exactly one shift (dy, dx) in [−j, j]² explains the output.
+        let fits = |dy: i64, dx: i64| {
+            (0..h as i64).all(|r| {
+                (0..w as i64).all(|c| {
+                    let (sr, sc) = (r - dy, c - dx);
+                    let want = if sr >= 0 && sr < h as i64 && sc >= 0 && sc < w as i64 {
+                        img[(sr * w as i64 + sc) as usize]
+                    } else {
+                        min
+                    };
+                    got[(r * w as i64 + c) as usize] == want
+                })
+            })
+        };
+        let found: Vec<(i64, i64)> =
+            (-j..=j).flat_map(|dy| (-j..=j).map(move |dx| (dy, dx))).filter(|&(dy, dx)| fits(dy, dx)).collect();
+        assert_eq!(found.len(), 1, "image {b}: {found:?}");
+        moved += usize::from(found[0] != (0, 0));
+    }
+    assert!(moved > 0, "some image moved");
+    let mut none = augmenter("shift", r#"{"pixels": 0}"#, 5);
+    assert!(none.augment(&Inputs::new().tensor("input", &x)).unwrap().is_empty());
+}

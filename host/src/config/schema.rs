@@ -282,6 +282,23 @@ pub enum WeightSchedule {
     DecayAfter { every: usize, factor: f64 },
 }
 
+/// What the teachers see when an augmenter mixes samples (methods spec §3.3).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherTarget {
+    /// The teachers run on the augmented (mixed) input, as MIX-KD and OFA-KD do.
+    #[default]
+    ForwardMixed,
+    /// The teachers run on the batch before the augmenters; their outputs are mixed.
+    MixOutputs,
+}
+
+impl TeacherTarget {
+    fn is_default(&self) -> bool {
+        *self == TeacherTarget::ForwardMixed
+    }
+}
+
 /// How the masks of an expert list combine (MST-Distill §1.5).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -446,6 +463,11 @@ pub struct StageSection {
     /// e.g. MaskNets that act only through rewrites; terms name them with `on`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub optimize: Vec<String>,
+    /// What the teachers see under a mixing augmenter: the mixed input (`forward_mixed`, default)
+    /// or the batch before the augmenters, their outputs then mixed as the augmenter mixed the
+    /// inputs (`mix_outputs`: `log(λ·p_T(x_a) + (1−λ)·p_T(x_b))`).
+    #[serde(default, skip_serializing_if = "TeacherTarget::is_default")]
+    pub teacher_target: TeacherTarget,
     /// One objective and one optimizer over every trained slot, with peers' logits in the graph
     /// (`peer.<slot>` not detached): MST-Distill's co-training. Default: one per slot.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -6,6 +6,7 @@ mod faults;
 mod live;
 pub mod log;
 pub mod metrics;
+pub mod mixing;
 pub mod objectives;
 pub mod optim;
 mod optim_tensor;

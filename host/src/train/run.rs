@@ -18,6 +18,7 @@ use super::{
     live::{Live, Losses, Previous},
     log::JsonLines,
     metrics::{EvalMetrics, MetricsAccumulator},
+    mixing::Mixing,
     objectives::Objectives,
     preflight::preflight,
     report::{ModelReport, Report},
@@ -26,7 +27,7 @@ use super::{
     TrainError,
 };
 use crate::{
-    config::{LossSection, PluginSection, RunConfig, StageSection, TensorName},
+    config::{LossSection, PluginSection, RunConfig, StageSection, TeacherTarget, TensorName},
     data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, DeviceSet, Split},
     instance::{AbiObject, Instance},
     loader::{search_dirs, Registry},
@@ -645,10 +646,23 @@ impl Trainer {
     ) -> std::result::Result<StepOut, StepError> {
         self.host.taps.clear();
         let (augmented, extras) = self.run_augmenters(st, batch, (step, epoch, total))?;
-        let batch = &augmented;
         let weights = sample_weights(&extras)?;
+        let (teachers, stacked) = match st.teacher_target {
+            TeacherTarget::ForwardMixed => self.run_teachers(st, &augmented)?,
+            TeacherTarget::MixOutputs => {
+                let (t, s) = self.run_teachers(st, batch)?;
+                match Mixing::from_extras(&extras)? {
+                    Some(m) => {
+                        let t =
+                            t.into_iter().map(|(n, z)| Ok((n, m.apply(&z, 0)?))).collect::<candle_core::Result<_>>()?;
+                        (t, s.map(|s| m.apply(&s, 1)).transpose()?)
+                    }
+                    None => (t, s),
+                }
+            }
+        };
+        let batch = &augmented;
         let x = &batch.images;
-        let (teachers, stacked) = self.run_teachers(st, batch)?;
         let teacher = st.teacher.as_ref().and_then(|t| teachers.iter().find(|(n, _)| n == t)).map(|(_, z)| z.clone());
         let mut outs: Vec<(String, Tensor)> = Vec::new();
         for slot in st.train.all() {
@@ -825,14 +839,15 @@ impl Trainer {
                 let ok = match name.as_str() {
                     "input" => t.dims() == out.images.dims(),
                     "labels" => t.dims() == out.labels.dims(),
-                    "sample_weight" | "mask" => t.dims() == [b],
+                    "ids" => t.dims() == out.ids.dims(),
+                    "sample_weight" | "mask" | "mix_a" | "mix_b" | "mix_lambda" => t.dims() == [b],
                     "targets" => t.rank() == 2 && t.dim(0)? == b,
                     _ => false,
                 };
                 if !ok {
                     let message = format!(
-                        "augmenter `{slot}` returned `{name}` {:?}; it may replace input {:?} and labels {:?} or set \
-                         sample_weight and mask [{b}] and targets [{b}, C]",
+                        "augmenter `{slot}` returned `{name}` {:?}; it may replace input {:?}, labels {:?} and ids or \
+                         set sample_weight, mask, mix_a, mix_b, mix_lambda [{b}] and targets [{b}, C]",
                         t.dims(),
                         out.images.dims(),
                         out.labels.dims()
@@ -846,6 +861,7 @@ impl Trainer {
                 match name.as_str() {
                     "input" => out.images = t,
                     "labels" => out.labels = t,
+                    "ids" => out.ids = t,
                     _ => match extras.iter_mut().find(|(n, _)| *n == name) {
                         Some(e) => e.1 = t,
                         None => extras.push((name, t)),

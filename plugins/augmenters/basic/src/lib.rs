@@ -1,5 +1,6 @@
 //! Simple augmenters: `gaussian-noise` (input + N(0, σ²), from the plugin's seeded, checkpointed
-//! RNG stream) and `class-weights` (a per-sample weight from the sample's label, for imbalanced
+//! RNG stream), `shift` (each image moved by up to ±j pixels, the loader's `jitter` as a plugin)
+//! and `class-weights` (a per-sample weight from the sample's label, for imbalanced
 //! data: the host weights every per-sample loss with it).
 use retort_sdk::{export_plugins, params, AugmenterPlugin, Batch, Ctx, Error, Plugin, Result, Tensor};
 
@@ -38,6 +39,65 @@ impl AugmenterPlugin for GaussianNoise {
         let x = batch.tensor("input")?;
         let noise = self.ctx.randn(0.0, self.cfg.sigma, &x.dims())?;
         Ok(vec![("input".into(), x.add(&noise)?)])
+    }
+}
+
+/// Parameters of `shift`.
+#[params]
+pub struct ShiftConfig {
+    /// the largest shift in pixels, each direction (the loader's `jitter`)
+    #[param(default = 2)]
+    pub pixels: usize,
+}
+
+/// Moves each image by a random (dy, dx) ∈ [−j, j]², filling with the image's minimum (the
+/// background of normalised MNIST-like images).
+pub struct Shift {
+    ctx: Ctx,
+    cfg: ShiftConfig,
+}
+
+impl Plugin for Shift {
+    const NAME: &'static str = "shift";
+    const SUMMARY: &'static str = "Random translation of each image by up to ±j pixels in each direction (input         jitter as an augmenter), the uncovered border filled with the image's minimum. Replaces: input.";
+    type Config = ShiftConfig;
+    fn new(ctx: Ctx, cfg: ShiftConfig) -> Result<Self> {
+        Ok(Shift { ctx, cfg })
+    }
+}
+
+impl AugmenterPlugin for Shift {
+    fn augment(&mut self, batch: &Batch) -> Result<Vec<(String, Tensor)>> {
+        let j = self.cfg.pixels;
+        let x = batch.tensor("input")?;
+        let dims = x.dims();
+        if j == 0 || dims.len() != 4 {
+            return Ok(Vec::new());
+        }
+        let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+        let (hp, wp) = (h + 2 * j, w + 2 * j);
+        // Pad with each image's minimum, then gather the shifted window.
+        let fill = x.flatten_from(1)?.min_keepdim(1)?.reshape(&[n, 1, 1, 1])?;
+        let side = fill.broadcast_as(&[n, c, h, j])?;
+        let wide = Tensor::cat(&[&side, &x, &side], 3)?;
+        let band = fill.broadcast_as(&[n, c, j, wp])?;
+        let padded = Tensor::cat(&[&band, &wide, &band], 2)?.reshape(&[n, c * hp * wp])?;
+        let draws = self.ctx.rand(0.0, 1.0, &[2 * n])?.to_vec1::<f32>()?;
+        let span = (2 * j + 1) as f32;
+        let mut idx = Vec::with_capacity(n * c * h * w);
+        for b in 0..n {
+            let dy = ((draws[2 * b] * span) as usize).min(2 * j);
+            let dx = ((draws[2 * b + 1] * span) as usize).min(2 * j);
+            for ch in 0..c {
+                for r in 0..h {
+                    for col in 0..w {
+                        idx.push((ch * hp * wp + (r + dy) * wp + col + dx) as u32);
+                    }
+                }
+            }
+        }
+        let idx = self.ctx.tensor(&idx, &[n, c * h * w])?;
+        Ok(vec![("input".into(), padded.gather(&idx, 1)?.reshape(&[n, c, h, w])?)])
     }
 }
 
@@ -80,5 +140,5 @@ impl AugmenterPlugin for ClassWeights {
 }
 
 export_plugins! {
-    augmenter: [GaussianNoise, ClassWeights],
+    augmenter: [GaussianNoise, Shift, ClassWeights],
 }
