@@ -170,6 +170,14 @@ pub mod nn {
     /// cross-entropy `−log softmax(z)[y]`, 0 where y < 0 (ignored), in one pass with its own
     /// backward. Older hosts: UNSUPPORTED.
     pub const CROSS_ENTROPY_ROWS: u32 = 6;
+    /// tensors: [theta (N, 2, 3)]; args: [H, W]. The sampling grid `[N, H, W, 2]` of affine maps
+    /// (PyTorch `affine_grid`, `align_corners = False`), differentiable in theta. Older hosts:
+    /// UNSUPPORTED.
+    pub const AFFINE_GRID: u32 = 7;
+    /// tensors: [x (N, C, H, W), grid (N, Ho, Wo, 2)]; args: none. Bilinear sampling with zero
+    /// padding (PyTorch `grid_sample`, `align_corners = False`), differentiable in x and grid.
+    /// Older hosts: UNSUPPORTED.
+    pub const GRID_SAMPLE: u32 = 8;
 }
 
 /// Distributions for `HostApi::rand` and parameter initialisation ([`crate::InitSpec`]).

@@ -278,6 +278,22 @@ impl Tensor {
             r => r,
         }
     }
+    /// The sampling grid `[N, H, W, 2]` of affine maps `self` `[N, 2, 3]` (PyTorch `affine_grid`,
+    /// `align_corners = False`), differentiable in the maps.
+    pub fn affine_grid(&self, h: usize, w: usize) -> Result<Tensor> {
+        let raws = [self.raw()];
+        self.wrap((self.api().nn())(
+            nn::AFFINE_GRID,
+            RSlice::from_slice(&raws),
+            RSlice::from_slice(&[h as i64, w as i64]),
+        ))
+    }
+    /// Bilinear samples of `self` `[N, C, H, W]` at `grid` `[N, Ho, Wo, 2]`, zero outside (PyTorch
+    /// `grid_sample`, `align_corners = False`), differentiable in both.
+    pub fn grid_sample(&self, grid: &Tensor) -> Result<Tensor> {
+        let raws = [self.raw(), grid.raw()];
+        self.wrap((self.api().nn())(nn::GRID_SAMPLE, RSlice::from_slice(&raws), RSlice::from_slice(&[])))
+    }
     /// Max pooling with a square window and the given stride.
     pub fn max_pool2d_with_stride(&self, kernel: usize, stride: usize) -> Result<Tensor> {
         self.pool(nn::MAX_POOL2D, kernel, stride)

@@ -12,6 +12,7 @@ pub mod pool;
 mod scratch;
 pub mod softmax_loss;
 mod table;
+pub mod warp;
 
 pub use ctx::{Host, Installed, ParamStore, PluginCtx, TapRewrite, TapStore};
 pub use grad_sink::backward;

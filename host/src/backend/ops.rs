@@ -426,6 +426,20 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             }
             super::softmax_loss::ce_rows(xs[0], xs[1])?
         }
+        nn::AFFINE_GRID => {
+            if xs.len() != 1 || xs[0].dims().len() != 3 || xs[0].dims()[1..] != [2, 3] {
+                return invalid("affine_grid takes [theta (N, 2, 3)]");
+            }
+            nargs(args, 2, "affine_grid")?;
+            let (h, w) = (usize_arg(args[0], "affine_grid H")?, usize_arg(args[1], "affine_grid W")?);
+            super::warp::affine_grid(xs[0], h, w)?
+        }
+        nn::GRID_SAMPLE => {
+            if xs.len() != 2 || xs[0].rank() != 4 || xs[1].rank() != 4 {
+                return invalid("grid_sample takes [x (N, C, H, W), grid (N, Ho, Wo, 2)]");
+            }
+            super::warp::grid_sample(xs[0], xs[1])?
+        }
         other => return unsupported("nn", other),
     })
 }
