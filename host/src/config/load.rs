@@ -123,8 +123,12 @@ fn validate_graph(cfg: &RunConfig, i: usize, st: &StageSection, ready: &[&str]) 
     let slots: Vec<&String> = cfg.models.keys().collect();
     for (k, slot) in st.optimize.iter().enumerate() {
         let at = format!("stages[{i}].optimize[{k}]");
-        if !cfg.models.contains_key(slot) {
-            return fail(at, format!("no model slot `{slot}` (slots: {slots:?})"));
+        let augmenter = cfg.augmenters.contains_key(slot);
+        if augmenter && !st.augmenters.contains(slot) {
+            return fail(at, format!("augmenter `{slot}` is not in this stage's `augmenters`"));
+        }
+        if !cfg.models.contains_key(slot) && !augmenter {
+            return fail(at, format!("no model or augmenter slot `{slot}` (models: {slots:?})"));
         }
         if st.train.contains(slot) || st.optimize[..k].contains(slot) {
             return fail(at, format!("`{slot}` already has an objective in this stage"));
@@ -320,9 +324,13 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                     Ok(TensorName::Tap(slot, _))
                         if !cfg.models.contains_key(&slot)
                             && !cfg.routers.contains_key(&slot)
-                            && !cfg.teachers.contains_key(&slot) =>
+                            && !cfg.teachers.contains_key(&slot)
+                            && !cfg.augmenters.contains_key(&slot) =>
                     {
-                        return fail(&at, format!("`{name}`: no model, teacher or router slot `{slot}` to tap"))
+                        return fail(
+                            &at,
+                            format!("`{name}`: no model, teacher, router or augmenter slot `{slot}` to tap"),
+                        )
                     }
                     Ok(_) => {}
                 }

@@ -459,8 +459,10 @@ pub struct StageSection {
     /// teachers run without a graph.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frozen: Vec<String>,
-    /// Model slots trained by their own objective and optimizer without being run on the input,
-    /// e.g. MaskNets that act only through rewrites; terms name them with `on`.
+    /// Slots trained by their own objective and optimizer without being run on the input: model
+    /// slots that act through rewrites (MaskNets) or the stage's augmenters with parameters (HARD's
+    /// adversarial augmenter); terms name them with `on` and see the other slots' logits in the
+    /// graph (`peer.<slot>`), so their gradient flows through them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub optimize: Vec<String>,
     /// What the teachers see under a mixing augmenter: the mixed input (`forward_mixed`, default)

@@ -687,6 +687,7 @@ impl Trainer {
             taps: &self.host.taps,
             batch,
             joint: st.joint,
+            optimized: &st.optimize,
             views: &self.cfg.data.views,
         };
         let mut terms = Vec::with_capacity(losses.len());
@@ -1127,6 +1128,8 @@ struct Named<'a> {
     batch: &'a Batch,
     /// One objective over every trained slot: peers' logits stay in the graph.
     joint: bool,
+    /// The stage's `optimize` slots: their terms see the trained slots' logits in the graph.
+    optimized: &'a [String],
     /// `[data.views]`, for `input.<view>`.
     views: &'a BTreeMap<String, crate::config::ViewSection>,
 }
@@ -1145,7 +1148,11 @@ impl Named<'_> {
                     sec.term_name()
                 ))
             })?;
-            Ok(if s == slot || self.joint { z.clone() } else { z.detach() })
+            Ok(if s == slot || self.joint || self.optimized.contains(&slot.to_string()) {
+                z.clone()
+            } else {
+                z.detach()
+            })
         };
         let mut inputs = Inputs::new().tensor("labels", &self.batch.labels).tensor("ids", &self.batch.ids);
         if self.outs.iter().any(|(n, _)| n == slot) {

@@ -1,0 +1,182 @@
+//! HARD (methods spec §2.5 items 1–3): an augmenter step increases teacher–student disagreement
+//! with both networks untouched; a large teacher-consistency weight keeps θ at the identity; the
+//! augmenter's gradient reaches its parameters through both networks.
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use retort::{backend::backward, AugmenterInstance, Host, Inputs, Library, LossInstance, ModelInstance};
+use retort_e2e::plugin;
+
+fn lib(name: &str) -> Arc<Library> {
+    Library::load(&plugin(name)).unwrap()
+}
+
+/// Eight 8×8 images: a bright blob at a different place in each, on a dark background.
+fn images() -> Tensor {
+    let mut v = Vec::new();
+    for b in 0..8 {
+        let (cy, cx) = (2.0 + (b % 4) as f32, 2.0 + (b / 2) as f32 * 0.8);
+        for r in 0..8 {
+            for c in 0..8 {
+                let d2 = (r as f32 - cy).powi(2) + (c as f32 - cx).powi(2);
+                v.push(2.5 * (-d2 / 3.0).exp() - 0.4);
+            }
+        }
+    }
+    Tensor::from_vec(v, (8, 1, 8, 8), &Device::Cpu).unwrap()
+}
+
+struct Setup {
+    host: Host,
+    teacher: ModelInstance,
+    student: ModelInstance,
+    aug: AugmenterInstance,
+    objective: LossInstance,
+}
+
+fn setup(objective: &str) -> Setup {
+    let host = Host::cpu(11);
+    let mlp = lib("retort-model-mlp");
+    let teacher = ModelInstance::new(&host, &mlp, "mlp", "teacher", r#"{"input_dim": 64, "hidden": [32]}"#).unwrap();
+    let student = ModelInstance::new(&host, &mlp, "mlp", "student", r#"{"input_dim": 64, "hidden": [12]}"#).unwrap();
+    let hard = lib("retort-augmenter-hard");
+    let cfg = r#"{"aug_fraction": 0.5, "sigma_init": 0.0, "learn_sigma": false}"#;
+    let aug = AugmenterInstance::new(&host, &hard, "hard-affine", "aug", cfg).unwrap();
+    let objective = LossInstance::new(&host, &hard, "hard-adversarial", "adv", objective).unwrap();
+    Setup { host, teacher, student, aug, objective }
+}
+
+impl Setup {
+    /// The objective on the augmented batch; `detach` cuts the teacher (0) or student (1) path.
+    fn objective(&mut self, detach: Option<usize>) -> Tensor {
+        self.host.taps.clear();
+        let out: std::collections::HashMap<String, Tensor> = self
+            .aug
+            .augment(
+                &Inputs::new()
+                    .tensor("input", &images())
+                    .tensor("labels", &Tensor::new(&[0u32, 1, 2, 3, 4, 5, 6, 7], &Device::Cpu).unwrap()),
+            )
+            .unwrap()
+            .into_iter()
+            .collect();
+        let x = &out["input"];
+        let run = |m: &mut ModelInstance| m.forward(&Inputs::new().tensor("input", x).scalar("train", 0.0)).unwrap();
+        let (mut zt, mut zs) = (run(&mut self.teacher), run(&mut self.student));
+        match detach {
+            Some(0) => zt = zt.detach(),
+            Some(_) => zs = zs.detach(),
+            None => {}
+        }
+        let inputs = Inputs::new()
+            .tensor("teacher", &zt)
+            .tensor("student", &zs)
+            .tensor("labels", &out["labels"])
+            .tensor("source", &self.host.taps.get("aug", "source").unwrap())
+            .tensor("augmented", &self.host.taps.get("aug", "augmented").unwrap())
+            .tensor("theta", &self.host.taps.get("aug", "theta").unwrap());
+        self.objective.loss(&inputs).unwrap()
+    }
+
+    /// The augmenter's gradient (μ), from the objective with `detach`.
+    fn grad(&mut self, detach: Option<usize>) -> Vec<f32> {
+        let g = backward(&self.objective(detach)).unwrap();
+        let p = self.host.params.params(Some("aug"));
+        let mu = p.iter().find(|p| p.name == "mu.bias").unwrap();
+        g.get(mu.var.as_tensor()).map(|t| t.to_vec1::<f32>().unwrap()).unwrap_or_else(|| vec![0.0; 6])
+    }
+
+    /// One SGD step of the augmenter on its objective.
+    fn step(&mut self, lr: f64) {
+        let g = backward(&self.objective(None)).unwrap();
+        for p in self.host.params.params(Some("aug")) {
+            if let Some(gp) = g.get(p.var.as_tensor()) {
+                p.var.set(&(p.var.as_tensor() - gp.affine(lr, 0.0).unwrap()).unwrap()).unwrap();
+            }
+        }
+    }
+
+    fn theta_offset(&self) -> f64 {
+        let p = self.host.params.params(Some("aug"));
+        let mu = p.iter().find(|p| p.name == "mu.bias").unwrap();
+        mu.var
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            .sqrt()
+    }
+
+    fn weights(&self, group: &str) -> Vec<Vec<u32>> {
+        self.host
+            .params
+            .params(Some(group))
+            .iter()
+            .map(|p| {
+                p.var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+            })
+            .collect()
+    }
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+#[test]
+fn an_augmenter_step_increases_disagreement_and_leaves_both_networks_alone() {
+    let mut s = setup(r#"{"lambda_t": 0.0}"#);
+    // With λ_T = 0 the objective is −τ²·D: disagreement D = −objective/τ².
+    let before = -scalar(&s.objective(None));
+    let (t0, s0) = (s.weights("teacher"), s.weights("student"));
+    s.step(0.05);
+    let after = -scalar(&s.objective(None));
+    assert!(after > before, "disagreement {before} → {after}");
+    assert!(s.theta_offset() > 0.0, "θ moved");
+    assert_eq!(s.weights("teacher"), t0);
+    assert_eq!(s.weights("student"), s0);
+}
+
+#[test]
+fn a_large_teacher_consistency_weight_keeps_theta_at_the_identity() {
+    // From a displaced θ: a large λ_T pulls x̂ back towards x (θ → θ₀); λ_T = 0 does not.
+    let offset = |objective: &str| {
+        let mut s = setup(objective);
+        let start = Tensor::new(&[0.15f32, 0.0, 0.35, 0.0, 0.15, -0.3], &Device::Cpu).unwrap();
+        s.objective(None); // the augmenter makes its parameters at its first call
+        s.host.params.params(Some("aug")).iter().for_each(|p| {
+            if p.name == "mu.bias" {
+                p.var.set(&start).unwrap()
+            }
+        });
+        let before = s.theta_offset();
+        for _ in 0..30 {
+            s.step(0.02);
+        }
+        (before, s.theta_offset())
+    };
+    let (start, free) = offset(r#"{"lambda_t": 0.0}"#);
+    let (_, held) = offset(r#"{"lambda_t": 300.0}"#);
+    assert!(free > 0.9 * start, "λ_T = 0 keeps θ away: {start} → {free}");
+    assert!(held < 0.5 * start, "λ_T = 300 pulls θ back: {start} → {held}");
+}
+
+#[test]
+fn the_augmenters_gradient_comes_through_both_networks() {
+    let mut s = setup(r#"{"lambda_t": 0.0}"#);
+    let norm = |g: &[f32]| g.iter().map(|v| v.abs() as f64).sum::<f64>();
+    let (both, student_only, teacher_only) = (s.grad(None), s.grad(Some(0)), s.grad(Some(1)));
+    assert!(norm(&student_only) > 0.0, "through the student");
+    assert!(norm(&teacher_only) > 0.0, "through the teacher");
+    for k in 0..6 {
+        assert!(
+            (both[k] - (student_only[k] + teacher_only[k])).abs() < 1e-4 * (1.0 + both[k].abs()),
+            "θ[{k}]: the two paths add up"
+        );
+    }
+}
