@@ -180,3 +180,78 @@ fn the_augmenters_gradient_comes_through_both_networks() {
         );
     }
 }
+
+/// HARD through the trainer: the augmenter's own objective moves its θ (saved with the run), the
+/// frozen teacher stays bit-identical, and `[eval] shift` reports errors on a shifted test set.
+#[test]
+fn a_hard_stage_trains_the_augmenter_and_leaves_the_teacher() {
+    use retort_e2e::run::{fresh_dir, mnist_run, report, retort};
+    let tmp = fresh_dir("hard-e2e");
+    let text = format!(
+        r#"{head}
+[eval]
+shift = 3
+
+[models.teacher]
+plugin = "mlp"
+params = {{ hidden = [32] }}
+
+[models.student]
+plugin = "mlp"
+params = {{ hidden = [16] }}
+
+[augmenters.aug]
+plugin = "hard-affine"
+params = {{ translate_only = true }}
+
+[[stages]]
+name = "teacher"
+train = "teacher"
+epochs = 1
+subset = 300
+losses = [{{ plugin = "cross-entropy" }}]
+
+[[stages]]
+name = "student"
+train = "student"
+teacher = "teacher"
+frozen = ["teacher"]
+augmenters = ["aug"]
+optimize = ["aug"]
+epochs = 2
+subset = 300
+losses = [
+  {{ plugin = "hinton-kd" }},
+  {{ plugin = "hard-adversarial", on = "aug", inputs = {{ student = "peer.student", source = "aug.source", augmented = "aug.augmented", theta = "aug.theta" }} }},
+]
+"#,
+        head = mnist_run(&tmp, "hard", 2)
+    );
+    let cfg = tmp.join("hard.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    let run = tmp.join("hard");
+    let load = |f: &str| candle_core::safetensors::load(run.join("models").join(f), &Device::Cpu).unwrap();
+    let mu = load("aug.safetensors")["mu.bias"].to_vec1::<f32>().unwrap();
+    assert!(mu[2] != 0.0 && mu[5] != 0.0 && mu[0] == 0.0, "θ's translation learned, the rest held: {mu:?}");
+    // The teacher's weights at the end are those its own stage saved.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoint/state.json")).unwrap()).unwrap();
+    let ck = candle_core::safetensors::load(
+        run.join("checkpoint").join(state["weights_file"].as_str().unwrap()),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (name, t) in load("teacher.safetensors") {
+        let bits = |t: &Tensor| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&t), bits(&ck[&format!("teacher.{name}")]), "teacher.{name}");
+    }
+    let r = report(&run);
+    for slot in ["teacher", "student"] {
+        let shifted = r["models"][slot]["shifted_errors"].as_u64().unwrap();
+        assert!(shifted >= r["models"][slot]["test_errors"].as_u64().unwrap() / 2, "{slot}: shifted errors {shifted}");
+    }
+}

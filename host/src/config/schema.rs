@@ -511,11 +511,19 @@ pub struct EvalSection {
     /// The model fidelity and KL are measured against (default: `teacher` when that slot exists).
     #[serde(default)]
     pub reference: Option<String>,
+    /// Also report each model's errors on the test set with every image shifted by a random
+    /// (dy, dx) ∈ [−shift, shift]² (drawn once, the same for every model); 0 = off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shift: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl Default for EvalSection {
     fn default() -> Self {
-        EvalSection { every_epochs: 1, ece_bins: 15, reference: None }
+        EvalSection { every_epochs: 1, ece_bins: 15, reference: None, shift: 0 }
     }
 }
 

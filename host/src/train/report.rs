@@ -20,6 +20,9 @@ pub struct ModelReport {
     /// Confidence bins on the test set (what `retort runs plot` draws as a reliability diagram).
     #[serde(default)]
     pub reliability: Vec<ReliabilityBin>,
+    /// Errors on the shifted test set (`eval.shift`), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shifted_errors: Option<usize>,
 }
 
 impl ModelReport {
@@ -36,6 +39,7 @@ impl ModelReport {
             params,
             train_seconds,
             reliability: m.reliability.clone(),
+            shifted_errors: None,
         }
     }
 }
@@ -85,6 +89,11 @@ impl Report {
                 m.params,
                 m.train_seconds
             ));
+        }
+        for (slot, m) in &self.models {
+            if let Some(e) = m.shifted_errors {
+                out.push_str(&format!("{slot}: {e} errors on the shifted test set\n"));
+            }
         }
         out.push_str(&format!("wall time {:.1} s\n", self.wall_seconds));
         out

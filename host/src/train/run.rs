@@ -975,13 +975,19 @@ impl Trainer {
 
     /// Logits of `slot` on `set` in evaluation mode, flattened `[n, classes]`.
     pub(super) fn logits(&mut self, slot: &str, set: &Arc<Dataset>) -> Result<(Vec<f32>, usize, Vec<u32>)> {
+        self.logits_shifted(slot, set, 0)
+    }
+
+    /// As [`Trainer::logits`], every image shifted by a random (dy, dx) ∈ [−shift, shift]² drawn
+    /// from a fixed seed (the same shifts for every model).
+    fn logits_shifted(&mut self, slot: &str, set: &Arc<Dataset>, shift: usize) -> Result<(Vec<f32>, usize, Vec<u32>)> {
         let plan = BatchPlan {
             batch_size: self.cfg.data.eval_batch_size,
             shuffle: false,
-            jitter: 0,
+            jitter: shift,
             mean: self.mean_std.0,
             std: self.mean_std.1,
-            seed: 0,
+            seed: 0x5_1f7e_d7e5,
             drop_last: false,
         };
         let batches = self.batches(set, &plan, 0, 0)?;
@@ -1064,7 +1070,20 @@ impl Trainer {
             let m = self.evaluate(&slot, Split::Test, &test)?;
             let plugin = self.cfg.models.get(&slot).map(|m| m.plugin.clone()).unwrap_or_default();
             let secs = self.state.train_seconds.get(&slot).copied().unwrap_or(0.0);
-            models.insert(slot.clone(), ModelReport::new(&plugin, &m, self.host.params.count(&slot), secs));
+            let mut line = ModelReport::new(&plugin, &m, self.host.params.count(&slot), secs);
+            if self.cfg.eval.shift > 0 {
+                let (logits, classes, labels) = self.logits_shifted(&slot, &test, self.cfg.eval.shift)?;
+                let wrong = logits
+                    .chunks_exact(classes.max(1))
+                    .zip(&labels)
+                    .filter(|(row, &y)| {
+                        let best = row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+                        best as u32 != y
+                    })
+                    .count();
+                line.shifted_errors = Some(wrong);
+            }
+            models.insert(slot.clone(), line);
         }
         Ok(Report {
             run: self.cfg.run.name.clone(),
