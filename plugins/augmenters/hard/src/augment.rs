@@ -78,12 +78,21 @@ pub struct AffineConfig {
     pub conditioning: Conditioning,
 }
 
+/// The affine distribution's parameters; the weights only when input-conditioned, log σ only
+/// when learned.
+#[derive(Clone)]
+struct AffineParams {
+    mu_weight: Option<Tensor>,
+    mu_bias: Tensor,
+    log_sigma_weight: Option<Tensor>,
+    log_sigma_bias: Option<Tensor>,
+}
+
 /// The learned affine augmenter.
 pub struct HardAffine {
     ctx: Ctx,
     cfg: AffineConfig,
-    /// (μ weight, μ bias, log σ weight, log σ bias); the weights only when input-conditioned.
-    params: Option<(Option<Tensor>, Tensor, Option<Tensor>, Option<Tensor>)>,
+    params: Option<AffineParams>,
 }
 
 impl Plugin for HardAffine {
@@ -103,23 +112,24 @@ impl Plugin for HardAffine {
 }
 
 impl HardAffine {
-    fn params(&mut self, d: usize) -> Result<(Option<Tensor>, Tensor, Option<Tensor>, Option<Tensor>)> {
+    fn params(&mut self, d: usize) -> Result<AffineParams> {
         if let Some(p) = &self.params {
             return Ok(p.clone());
         }
         let ctx = &self.ctx;
         let input = self.cfg.conditioning == Conditioning::Input;
         let ls = self.cfg.sigma_init.max(1e-12).ln();
-        let p = (
-            if input { Some(ctx.var("mu.weight", &[6, d], init::constant(0.0))?) } else { None },
-            ctx.var("mu.bias", &[6], init::constant(0.0))?,
-            if input && self.cfg.learn_sigma {
+        let learn = self.cfg.learn_sigma;
+        let p = AffineParams {
+            mu_weight: if input { Some(ctx.var("mu.weight", &[6, d], init::constant(0.0))?) } else { None },
+            mu_bias: ctx.var("mu.bias", &[6], init::constant(0.0))?,
+            log_sigma_weight: if input && learn {
                 Some(ctx.var("log_sigma.weight", &[6, d], init::constant(0.0))?)
             } else {
                 None
             },
-            if self.cfg.learn_sigma { Some(ctx.var("log_sigma.bias", &[6], init::constant(ls))?) } else { None },
-        );
+            log_sigma_bias: if learn { Some(ctx.var("log_sigma.bias", &[6], init::constant(ls))?) } else { None },
+        };
         self.params = Some(p.clone());
         Ok(p)
     }
@@ -139,7 +149,8 @@ impl AugmenterPlugin for HardAffine {
         }
         let src = x.narrow(0, 0, k)?;
         let flat = src.flatten_from(1)?;
-        let (wm, bm, wl, bl) = self.params(flat.dim(1)?)?;
+        let AffineParams { mu_weight: wm, mu_bias: bm, log_sigma_weight: wl, log_sigma_bias: bl } =
+            self.params(flat.dim(1)?)?;
         let affine = |wt: &Option<Tensor>, b: &Tensor| -> Result<Tensor> {
             match wt {
                 Some(wt) => flat.linear(wt, Some(b)),
