@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The cost of the mixing augmenters: one `retort train` at one thread whose stages distil the same
-# student from the same teacher (MLP 1200-1200 → 400-400, τ = 20, batch 128) without an augmenter
-# and with each mixer, plain first and last (to see the machine drift). Prints each stage's median
-# steps/s over its logged windows and its overhead against the mean of the two plain stages.
+# The cost of the augmenters: one `retort train` at one thread whose stages distil the same student
+# from the same teacher (MLP 1200-1200 → 400-400, τ = 20, batch 128) without an augmenter, with
+# each mixer, and with HARD-Affine (its adversarial objective backpropagated through the frozen
+# teacher and the student), plain first and last (to see the machine drift). Prints each stage's
+# median steps/s over its logged windows and its overhead against the mean of the two plain stages.
 # Usage: bench/augment-cost.sh [steps per stage]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,11 @@ stage() { # name augmenter
   printf '[[stages]]\nname = "teacher"\ntrain = "teacher"\nepochs = 1\nsubset = 2560\nlosses = [{ plugin = "cross-entropy" }]\n\n'
   stage plain ""
   for m in mixup cutmix pmu fmu; do stage "$m" "a_$m"; done
+  printf '[augmenters.a_hard]\nplugin = "hard-affine"\nparams = { translate_only = true }\n\n'
+  printf '[[stages]]\nname = "hard"\ntrain = "student"\nteacher = "teacher"\nfrozen = ["teacher"]\naugmenters = ["a_hard"]\n'
+  printf 'optimize = ["a_hard"]\nepochs = 1\nsubset = %d\n' "$subset"
+  printf 'losses = [{ plugin = "hinton-kd", params = { temperature = 20.0 } }, { plugin = "cross-entropy", weight = 0.1 },\n'
+  printf '  { plugin = "hard-adversarial", on = "a_hard", inputs = { student = "peer.student", source = "a_hard.source", augmented = "a_hard.augmented" } }]\n\n'
   stage plain_again ""
 } > "$out/cost.toml"
 ./target/release/retort train "$out/cost.toml" > /dev/null
