@@ -240,6 +240,13 @@ impl TapStore {
         v.sort();
         v
     }
+    /// Files the taps recorded under `from` this step under `to` instead (a variant's second pass).
+    pub fn rename(&self, from: &str, to: &str) {
+        let mut taps = lock(&self.taps);
+        if let Some(m) = taps.remove(from) {
+            taps.insert(to.to_string(), m);
+        }
+    }
     /// Forgets every tap (at the start of a step).
     pub fn clear(&self) {
         lock(&self.taps).clear();

@@ -160,6 +160,25 @@ fn validate_graph(cfg: &RunConfig, i: usize, st: &StageSection, ready: &[&str]) 
             }
         }
     }
+    for (k, v) in st.variants.iter().enumerate() {
+        let at = |f: &str| format!("stages[{i}].variants[{k}].{f}");
+        if !st.train.contains(&v.model) {
+            return fail(at("model"), format!("`{}` is not trained by this stage (trained: {})", v.model, st.train));
+        }
+        let taken = cfg.models.contains_key(&v.name)
+            || cfg.augmenters.contains_key(&v.name)
+            || cfg.routers.contains_key(&v.name)
+            || cfg.teachers.contains_key(&v.name)
+            || st.variants[..k].iter().any(|o| o.name == v.name);
+        if v.name.is_empty() || v.name.contains('.') || taken {
+            return fail(at("name"), format!("`{}` must be a new name without dots", v.name));
+        }
+        for (j, m) in v.masks.iter().enumerate() {
+            if !cfg.models.contains_key(&m.with) || m.with == v.model {
+                return fail(at(&format!("masks[{j}].with")), format!("`{}` is not another model slot", m.with));
+            }
+        }
+    }
     let models = st.stacked_names(|t| cfg.models.contains_key(t));
     for (k, f) in st.frozen.iter().enumerate() {
         let model_teacher = st.teacher.as_ref() == Some(f) && cfg.models.contains_key(f);
@@ -325,7 +344,8 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
                         if !cfg.models.contains_key(&slot)
                             && !cfg.routers.contains_key(&slot)
                             && !cfg.teachers.contains_key(&slot)
-                            && !cfg.augmenters.contains_key(&slot) =>
+                            && !cfg.augmenters.contains_key(&slot)
+                            && !st.variants.iter().any(|v| v.name == slot) =>
                     {
                         return fail(
                             &at,

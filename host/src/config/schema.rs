@@ -319,6 +319,15 @@ pub struct RewriteSection {
     pub with: String,
 }
 
+/// A second forward of a trained slot with rewrites at its taps (`stages.variants`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSection {
+    pub name: String,
+    pub model: String,
+    pub masks: Vec<RewriteSection>,
+}
+
 /// `[[stages.experts]]`: teacher variants of one model slot with rewrites at its taps, one per
 /// entry of `masks`, named `<model>/<j>` (j from 1) and stacked after the stage's `teachers`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -454,6 +463,12 @@ pub struct StageSection {
     /// Teacher variants with rewritten taps (MaskNets on a teacher), stacked after `teachers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub experts: Vec<ExpertsSection>,
+    /// Second forwards of trained slots with rewrites installed (KD³'s MixDistribution pass), in
+    /// training mode and in the graph: `{ name, model, masks = [{ tap, with }] }`. The variant's taps
+    /// are readable as `<name>.<tap>` (its logits as `<name>.logits` where the model taps them),
+    /// next to the clean pass's `<model>.<tap>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantSection>,
     /// Teachers (model slots or expert names) run **frozen**: evaluation mode and untouched
     /// parameters, but in the graph, so a gradient passes through them (to a MaskNet). Other
     /// teachers run without a graph.

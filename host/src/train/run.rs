@@ -673,6 +673,7 @@ impl Trainer {
                 .map_err(|e| StepError::plugin(slot, e))?;
             outs.push((slot.to_string(), z));
         }
+        self.run_variants(st, x)?;
         let route = match &st.router {
             Some(r) => Some(self.run_router(r, batch, &outs, &teachers, stacked.as_ref())?),
             None => None,

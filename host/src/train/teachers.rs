@@ -34,7 +34,24 @@ pub(super) fn crop(images: &Tensor, view: &str, views: &BTreeMap<String, ViewSec
     Ok(x)
 }
 
+/// Where a stage's clean-pass taps wait while a variant's second pass records its own.
+const CLEAN_TAPS: &str = "\u{0}clean";
+
 impl Trainer {
+    /// The stage's `variants`: each trained model once more, with its rewrites, in training mode and
+    /// in the graph; its taps are filed under the variant's name, the clean pass's stay put.
+    pub(super) fn run_variants(&mut self, st: &StageSection, images: &Tensor) -> Result<(), StepError> {
+        for v in &st.variants {
+            let input = self.model_input(&v.model, images)?;
+            self.host.taps.rename(&v.model, CLEAN_TAPS);
+            let r = self.forward_rewritten(st, &v.model, &v.masks, &input, true);
+            self.host.taps.rename(&v.model, &v.name);
+            self.host.taps.rename(CLEAN_TAPS, &v.model);
+            r?;
+        }
+        Ok(())
+    }
+
     /// What model `slot` reads as `input`: the batch images, or its `[data.views]` crop of them.
     pub(super) fn model_input(&self, slot: &str, images: &Tensor) -> Result<Tensor, TrainError> {
         match self.cfg.models.get(slot).and_then(|m| m.view.as_ref()) {
@@ -55,14 +72,14 @@ impl Trainer {
         for t in &order {
             if self.models.contains_key(t) {
                 let input = self.model_input(t, x)?;
-                let z = self.forward_rewritten(st, t, &[], &input)?;
+                let z = self.forward_rewritten(st, t, &[], &input, false)?;
                 out.push((t.clone(), keep(t, z)));
             }
         }
         for e in &st.experts {
             let input = self.model_input(&e.model, x)?;
             for (name, masks) in e.experts() {
-                let z = self.forward_rewritten(st, &e.model, &masks, &input)?;
+                let z = self.forward_rewritten(st, &e.model, &masks, &input, false)?;
                 out.push((name.clone(), keep(&name, z)));
             }
         }
@@ -90,15 +107,17 @@ impl Trainer {
         Ok((out, stacked))
     }
 
-    /// Model `slot` in evaluation mode on `input`, with `rewrites` installed at its taps: each
-    /// rewriting slot runs where the model taps, in training mode when the stage optimizes it.
-    /// A rewrite that never ran (the model has no such tap) is an error naming the tap.
-    fn forward_rewritten(
+    /// Model `slot` on `input` (in training mode when `train`), with `rewrites` installed at its
+    /// taps: each rewriting slot runs where the model taps, in training mode when the stage
+    /// optimizes it or the model trains. A rewrite that never ran (the model has no such tap) is
+    /// an error naming the tap.
+    pub(super) fn forward_rewritten(
         &mut self,
         st: &StageSection,
         slot: &str,
         rewrites: &[RewriteSection],
         input: &Tensor,
+        train: bool,
     ) -> Result<Tensor, StepError> {
         let as_fault = |e: TrainError| match e {
             TrainError::Host(h) => StepError::plugin(slot, h),
@@ -110,14 +129,14 @@ impl Trainer {
                 self.models.extend(rewriters.into_iter().map(|r: Rewriter| (r.with, r.model)));
                 return Err(TrainError::Other(format!("no model `{}` to rewrite `{slot}.{}`", r.with, r.tap)).into());
             };
-            let train = st.optimize.contains(&r.with);
-            rewriters.push(Rewriter { tap: r.tap.clone(), with: r.with.clone(), model, train });
+            let mode = train || st.optimize.contains(&r.with);
+            rewriters.push(Rewriter { tap: r.tap.clone(), with: r.with.clone(), model, train: mode });
         }
         let Some(mut m) = self.models.remove(slot) else {
             self.models.extend(rewriters.into_iter().map(|r| (r.with, r.model)));
             return Err(TrainError::Other(format!("no model `{slot}`")).into());
         };
-        let inputs = Inputs::new().tensor("input", input).scalar("train", 0.0);
+        let inputs = Inputs::new().tensor("input", input).scalar("train", if train { 1.0 } else { 0.0 });
         let out = with_rewrites(&self.host.taps, slot, rewriters, || m.forward(&inputs));
         self.models.insert(slot.to_string(), m);
         self.models.extend(out.models);
