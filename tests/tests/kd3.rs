@@ -126,3 +126,88 @@ losses = [
     assert!(nce.last().unwrap() < nce.first().unwrap(), "alignment improves: {nce:?}");
     assert!(report(&run)["models"]["s"]["accuracy"].as_f64().is_some());
 }
+
+fn selector(host: &Host, cfg: &str) -> retort::RouterInstance {
+    let lib = Library::load(&plugin("retort-router-basic")).unwrap();
+    retort::RouterInstance::new(host, &lib, "selector", "sel", cfg).unwrap()
+}
+
+/// §4.4 item 2: the kept set, pseudo-labels and weights follow `p_c = (1−η)p_T + ηp_S`,
+/// `keep ⇔ max p_c ≥ τ_sel`, exactly, at every η of the ramp; here the student is sure where the
+/// teacher is not, so the kept set grows as η rises.
+#[test]
+fn the_selector_keeps_pseudo_labels_and_weighs_by_the_combined_prediction() {
+    let host = Host::cpu(2);
+    // Teacher: sure of class 0 on samples 0–1, unsure on 2–5. Student: agrees on 0–1, sure of class 2 on 2–5.
+    let t: Vec<f32> = (0..6).flat_map(|b| if b < 2 { [6.0f32, 0.0, 0.0] } else { [0.4, 0.0, 0.3] }).collect();
+    let s: Vec<f32> =
+        (0..6).flat_map(|b| if b < 2 { [6.0f32, 0.0, 0.0] } else { [0.0, 0.0, 5.0 + b as f32] }).collect();
+    let teachers = Tensor::from_vec(t.clone(), (1, 6, 3), &Device::Cpu).unwrap();
+    let student = Tensor::from_vec(s.clone(), (6, 3), &Device::Cpu).unwrap();
+    let cfg = r#"{"tau_sel": 0.6, "eta_start": 0.0, "eta_end": 0.8, "ramp_epochs": 4}"#;
+    let mut sel = selector(&host, cfg);
+    let softmax = |r: &[f32]| {
+        let m = r.iter().copied().fold(f32::MIN, f32::max);
+        let e: Vec<f64> = r.iter().map(|&v| ((v - m) as f64).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / z).collect::<Vec<f64>>()
+    };
+    let mut kept_before = 0;
+    for epoch in 1..=6 {
+        let eta = (0.8 * (epoch as f64 - 1.0) / 4.0).min(0.8);
+        let route = sel
+            .route(
+                &Inputs::new().tensor("teachers", &teachers).tensor("student", &student).scalar("epoch", epoch as f64),
+            )
+            .unwrap();
+        assert_eq!(route.dims(), [6, 1]);
+        let tap = |n: &str| host.taps.get("sel", n).unwrap();
+        let (keep, labels, weight) = (
+            tap("keep").to_vec1::<f32>().unwrap(),
+            tap("pseudo_labels").to_vec1::<u32>().unwrap(),
+            tap("weight").to_vec1::<f32>().unwrap(),
+        );
+        for b in 0..6 {
+            let (pt, ps) = (softmax(&t[b * 3..b * 3 + 3]), softmax(&s[b * 3..b * 3 + 3]));
+            let pc: Vec<f64> = (0..3).map(|c| (1.0 - eta) * pt[c] + eta * ps[c]).collect();
+            let (arg, max) = pc.iter().enumerate().fold((0, 0.0), |a, (c, &v)| if v > a.1 { (c, v) } else { a });
+            let k = max >= 0.6;
+            assert_eq!(keep[b] == 1.0, k, "epoch {epoch}, sample {b}: max p_c {max}");
+            assert_eq!(labels[b] as usize, arg, "epoch {epoch}, sample {b}");
+            assert!((weight[b] as f64 - if k { max } else { 0.0 }).abs() < 1e-5);
+        }
+        let kept = keep.iter().filter(|&&k| k == 1.0).count();
+        assert!(kept >= kept_before, "the kept set grows as η ramps: {kept_before} → {kept}");
+        kept_before = kept;
+    }
+    assert_eq!(kept_before, 6, "at η = 0.8 the student's sure samples are kept too");
+}
+
+/// Through the trainer: a selector that keeps nothing zeroes every weighted term exactly.
+#[test]
+fn a_selector_that_keeps_nothing_zeroes_the_terms() {
+    use retort_e2e::run::{fresh_dir, retort, train_records, two_teachers_config};
+    let tmp = fresh_dir("kd3-selector");
+    for (name, tau) in [("none", 2.0), ("all", 0.0)] {
+        let rest = format!(
+            "[routers.sel]\nplugin = \"selector\"\nparams = {{ tau_sel = {tau} }}\n\n[logging]\nevery_steps = 1\n\n\
+             [[stages]]\nname = \"student\"\ntrain = \"student\"\nteacher = \"t1\"\nteachers = [\"t1\"]\nrouter = \"sel\"\n\
+             epochs = 1\nsubset = 200\nlosses = [{{ plugin = \"cross-entropy\" }}, {{ plugin = \"hinton-kd\" }}]\n"
+        );
+        let cfg = tmp.join(format!("{name}.toml"));
+        std::fs::write(&cfg, two_teachers_config(&tmp, name, 3, &rest)).unwrap();
+        let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+        assert!(ok, "{out}\n{err}");
+        let student: Vec<f64> = train_records(&tmp.join(name))
+            .iter()
+            .filter(|r| r["stage"] == "student")
+            .map(|r| r["loss"].as_f64().unwrap())
+            .collect();
+        assert!(!student.is_empty());
+        if name == "none" {
+            assert!(student.iter().all(|&l| l == 0.0), "{student:?}");
+        } else {
+            assert!(student.iter().all(|&l| l > 0.0), "{student:?}");
+        }
+    }
+}

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{Dataset, DeviceSet};
 
 /// One batch: images `[B, 1, H, W]` (normalised f32) and labels `[B]` (u32).
+#[derive(Clone)]
 pub struct Batch {
     pub images: Tensor,
     pub labels: Tensor,

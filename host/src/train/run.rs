@@ -675,9 +675,25 @@ impl Trainer {
         }
         self.run_variants(st, x)?;
         let route = match &st.router {
-            Some(r) => Some(self.run_router(r, batch, &outs, &teachers, stacked.as_ref())?),
+            Some(r) => Some(self.run_router(r, batch, &outs, &teachers, stacked.as_ref(), (step, epoch))?),
             None => None,
         };
+        // A router may select instances (KD³'s `selector`): its tapped `weight` joins the
+        // per-sample weights and its `pseudo_labels` become the terms' `labels`.
+        let selected =
+            st.router.as_deref().map(|r| (self.host.taps.get(r, "weight"), self.host.taps.get(r, "pseudo_labels")));
+        let (weights, relabeled) = match selected {
+            Some((w, y)) => {
+                let weights = match (weights, w) {
+                    (Some(a), Some(b)) => Some((a * b.to_dtype(DType::F32)?)?),
+                    (a, b) => a.or(b.map(|b| b.to_dtype(DType::F32)).transpose()?),
+                };
+                let relabeled = y.map(|y| Batch { labels: y, ..batch.clone() });
+                (weights, relabeled)
+            }
+            None => (weights, None),
+        };
+        let batch = relabeled.as_ref().unwrap_or(batch);
         let named = Named {
             outs: &outs,
             teacher: teacher.as_ref(),
@@ -783,6 +799,7 @@ impl Trainer {
         outs: &[(String, Tensor)],
         teachers: &[(String, Tensor)],
         stacked: Option<&Tensor>,
+        (step, epoch): (usize, usize),
     ) -> std::result::Result<Tensor, StepError> {
         let stacked =
             stacked.ok_or_else(|| TrainError::Other(format!("router `{slot}`: the stage has no model teachers")))?;
@@ -791,6 +808,8 @@ impl Trainer {
             .tensor("input", &batch.images)
             .tensor("labels", &batch.labels)
             .tensor("teachers", stacked)
+            .scalar("step", step as f64)
+            .scalar("epoch", (epoch + 1) as f64)
             .scalar("train", 1.0);
         if let Some((_, z)) = outs.first() {
             inputs = inputs.tensor("student", z);
@@ -816,12 +835,7 @@ impl Trainer {
         batch: &Batch,
         (step, epoch, total): (usize, usize, usize),
     ) -> std::result::Result<(Batch, Vec<(String, Tensor)>), StepError> {
-        let mut out = Batch {
-            images: batch.images.clone(),
-            labels: batch.labels.clone(),
-            ids: batch.ids.clone(),
-            index: batch.index,
-        };
+        let mut out = batch.clone();
         let mut extras: Vec<(String, Tensor)> = Vec::new();
         for slot in &st.augmenters {
             let a = self.augmenters.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no augmenter `{slot}`")))?;

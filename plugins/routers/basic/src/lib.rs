@@ -1,7 +1,11 @@
-//! Routers without parameters: `uniform` (every teacher 1/T) and `confidence` (per sample, a
+//! Routers without parameters: `uniform` (every teacher 1/T), `confidence` (per sample, a
 //! softmax over the teachers of their negative cross-entropy against the label, so the teachers
-//! that are right on a sample get its weight). Both read `teachers` `[T, B, C]` and return `[B, T]`.
+//! that are right on a sample get its weight) and `selector` (KD³'s instance selection). All read
+//! `teachers` `[T, B, C]` and return `[B, T]`.
+mod selector;
+
 use retort_sdk::{export_plugins, params, Batch, Ctx, Error, Plugin, Result, RouterPlugin, Tensor};
+pub use selector::Selector;
 
 /// Parameters of `uniform` (none).
 #[params]
@@ -71,5 +75,5 @@ impl RouterPlugin for Confidence {
 }
 
 export_plugins! {
-    router: [Uniform, Confidence],
+    router: [Uniform, Confidence, Selector],
 }
