@@ -1182,11 +1182,7 @@ impl Named<'_> {
                     sec.term_name()
                 ))
             })?;
-            Ok(if s == slot || self.joint || self.optimized.contains(&slot.to_string()) {
-                z.clone()
-            } else {
-                z.detach()
-            })
+            Ok(if s == slot || self.joint || self.optimized.iter().any(|o| o == slot) { z.clone() } else { z.detach() })
         };
         let mut inputs = Inputs::new().tensor("labels", &self.batch.labels).tensor("ids", &self.batch.ids);
         if self.outs.iter().any(|(n, _)| n == slot) {
