@@ -165,3 +165,18 @@ pub fn install(src: &Path, dest: &Path) {
     std::fs::copy(src, &tmp).expect("copy");
     std::fs::rename(&tmp, dest).expect("rename");
 }
+
+/// A `shape` tensor of N(0, std²) draws from a seeded stream (Box–Muller over ChaCha8), so tests
+/// that need random-looking inputs are deterministic.
+pub fn seeded_normal(shape: &[usize], std: f32, seed: u64) -> candle_core::Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random::<f64>());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32 * std
+        })
+        .collect();
+    candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).expect("shape matches the data")
+}

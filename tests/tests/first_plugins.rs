@@ -67,7 +67,7 @@ fn mlp_shapes_taps_parameters_and_modes() {
     let host = Host::cpu(5);
     let cfg = r#"{"input_dim": 12, "hidden": [8, 6], "classes": 4, "dropout": 0.5, "activation": "gelu"}"#;
     let mut m = mlp(&host, "student", cfg);
-    let x = Tensor::randn(0f32, 1.0, (3, 1, 3, 4), &Device::Cpu).unwrap();
+    let x = retort_e2e::seeded_normal(&[3, 1, 3, 4], 1.0, 1);
     let y = m.forward(&Inputs::new().tensor("input", &x).scalar("train", 0.0)).unwrap();
     assert_eq!(y.dims(), &[3, 4]);
     assert_eq!(host.taps.names("student"), vec!["classifier", "layer1", "layer2", "logits"]);
@@ -123,7 +123,7 @@ fn cnn_shapes_taps_and_gradients() {
     let lib = Library::load(&plugin("retort-model-cnn")).unwrap();
     let cfg = r#"{"channels": [4, 8], "hidden": 16, "dropout": 0.25, "batch_norm": true}"#;
     let mut m = ModelInstance::new(&host, &lib, "cnn", "student", cfg).unwrap();
-    let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
+    let x = retort_e2e::seeded_normal(&[2, 1, 28, 28], 1.0, 2);
     let y = m.forward(&Inputs::new().tensor("input", &x).scalar("train", 1.0)).unwrap();
     assert_eq!(y.dims(), &[2, 10]);
     assert_eq!(host.taps.get("student", "conv2").unwrap().dims(), &[2, 8, 7, 7]);
