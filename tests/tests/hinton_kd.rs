@@ -84,7 +84,6 @@ fn candle_log_softmax(x: &Tensor) -> Tensor {
 #[test]
 fn gradient_parity_256x100() {
     let host = Host::cpu(0);
-    let d = Device::Cpu;
     let zs = Var::from_tensor(&retort_e2e::seeded_normal(&[256, 100], 2.0, 5)).unwrap();
     let zt = retort_e2e::seeded_normal(&[256, 100], 2.0, 6);
     let mut loss = kd(&host, r#"{"temperature": 4.0}"#);

@@ -2,7 +2,7 @@
 //! libraries (a panicking plugin stays mapped) disturb the counts.
 // Reference values are quoted to the spec's precision.
 #![allow(clippy::excessive_precision, clippy::approx_constant)]
-use candle_core::{Device, Tensor, Var};
+use candle_core::Var;
 use retort::{loader::leaked_libraries, Host, Inputs, Library, LossInstance};
 use retort_e2e::{plugin, rss_kib};
 
