@@ -218,6 +218,7 @@ teacher = "teacher"
 frozen = ["teacher"]
 augmenters = ["aug"]
 optimize = ["aug"]
+{aug_optimizer}
 epochs = 2
 subset = 300
 losses = [
@@ -225,7 +226,8 @@ losses = [
   {{ plugin = "hard-adversarial", on = "aug", inputs = {{ student = "peer.student", source = "aug.source", augmented = "aug.augmented", theta = "aug.theta" }} }},
 ]
 "#,
-        head = mnist_run(&tmp, "hard", 2)
+        head = mnist_run(&tmp, "hard", 2),
+        aug_optimizer = "",
     );
     let cfg = tmp.join("hard.toml");
     std::fs::write(&cfg, text).unwrap();
@@ -254,4 +256,37 @@ losses = [
         let shifted = r["models"][slot]["shifted_errors"].as_u64().unwrap();
         assert!(shifted >= r["models"][slot]["test_errors"].as_u64().unwrap() / 2, "{slot}: shifted errors {shifted}");
     }
+}
+
+/// `optimizers = { aug = … }`: the augmenter's objective at its own learning rate (here 0: θ stays
+/// at the identity while the student still trains); an unknown slot there is a config error.
+#[test]
+fn an_objective_can_have_its_own_learning_rate() {
+    use retort_e2e::run::{fresh_dir, mnist_run, retort};
+    let tmp = fresh_dir("hard-own-lr");
+    let config = |name: &str, key: &str| {
+        format!(
+            "{head}\n[models.teacher]\nplugin = \"mlp\"\nparams = {{ hidden = [32] }}\n\n[models.student]\nplugin = \"mlp\"\n\
+             params = {{ hidden = [16] }}\n\n[augmenters.aug]\nplugin = \"hard-affine\"\n\n[[stages]]\nname = \"teacher\"\n\
+             train = \"teacher\"\nepochs = 1\nsubset = 200\nlosses = [{{ plugin = \"cross-entropy\" }}]\n\n[[stages]]\n\
+             name = \"student\"\ntrain = \"student\"\nteacher = \"teacher\"\nfrozen = [\"teacher\"]\naugmenters = [\"aug\"]\n\
+             optimize = [\"aug\"]\noptimizers = {{ {key} = {{ kind = \"adamw\", lr = 0.0 }} }}\nepochs = 1\nsubset = 200\n\
+             losses = [{{ plugin = \"hinton-kd\" }}, {{ plugin = \"hard-adversarial\", on = \"aug\", inputs = {{ student = \"peer.student\", \
+             source = \"aug.source\", augmented = \"aug.augmented\" }} }}]\n",
+            head = mnist_run(&tmp, name, 3)
+        )
+    };
+    let cfg = tmp.join("frozen.toml");
+    std::fs::write(&cfg, config("frozen", "aug")).unwrap();
+    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    let models = tmp.join("frozen/models");
+    let mu = candle_core::safetensors::load(models.join("aug.safetensors"), &Device::Cpu).unwrap()["mu.bias"]
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(mu.iter().all(|&v| v == 0.0), "lr 0 keeps θ at the identity: {mu:?}");
+    assert!(models.join("student.safetensors").exists());
+    std::fs::write(&cfg, config("frozen", "nobody")).unwrap();
+    let (ok, _, err) = retort(&["config", "check", cfg.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("stages[1].optimizers.nobody"), "{err}");
 }

@@ -160,6 +160,15 @@ fn validate_graph(cfg: &RunConfig, i: usize, st: &StageSection, ready: &[&str]) 
             }
         }
     }
+    let owners = st.objective_slots();
+    for slot in st.optimizers.keys() {
+        if !owners.contains(&slot.as_str()) {
+            return fail(
+                format!("stages[{i}].optimizers.{slot}"),
+                format!("`{slot}` has no objective in this stage (objectives: {})", owners.join(", ")),
+            );
+        }
+    }
     for (k, v) in st.variants.iter().enumerate() {
         let at = |f: &str| format!("stages[{i}].variants[{k}].{f}");
         if !st.train.contains(&v.model) {

@@ -452,6 +452,11 @@ pub struct StageSection {
     pub losses: Vec<LossSection>,
     #[serde(default)]
     pub optimizer: Option<OptimizerSection>,
+    /// An objective's own optimizer, by its slot (kind and learning rate; the stage's schedule
+    /// scales it like the others): `optimizers = { aug = { kind = "adamw", lr = 0.01 } }` gives
+    /// an adversarial augmenter its own learning rate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub optimizers: BTreeMap<String, OptimizerSection>,
     #[serde(default)]
     pub schedule: Option<ScheduleSection>,
     /// Clip the global gradient norm to this value (0 = off).

@@ -34,11 +34,12 @@ impl Objectives {
         let list = sets
             .into_iter()
             .map(|members| {
+                let own = st.optimizers.get(&members[0]).unwrap_or(kind);
                 let mut o = Objective {
                     slot: members[0].clone(),
                     members,
                     groups: Vec::new(),
-                    opt: Optimizer::new(kind.clone(), Vec::new()),
+                    opt: Optimizer::new(own.clone(), Vec::new()),
                 };
                 o.groups = o.groups_of(st, st.losses.iter().map(|l| (l, role(l))));
                 o
@@ -85,10 +86,14 @@ impl Objectives {
         self.list.first().map_or(0.0, |o| o.opt.base_lr())
     }
 
-    /// One step of every objective's optimizer with its own gradients (same order as the list).
-    pub fn step(&mut self, grads: &[GradStore], lr: f64) -> candle_core::Result<()> {
+    /// One step of every objective's optimizer with its own gradients (same order as the list):
+    /// at `lr` (the stage's scheduled rate) when its base rate is the stage's, else at its own
+    /// base rate times the schedule's `factor`.
+    pub fn step(&mut self, grads: &[GradStore], lr: f64, factor: f64) -> candle_core::Result<()> {
+        let base = self.base_lr();
         for (o, g) in self.list.iter_mut().zip(grads) {
-            o.opt.step(g, lr)?;
+            let own = if o.opt.base_lr() == base { lr } else { o.opt.base_lr() * factor };
+            o.opt.step(g, own)?;
         }
         Ok(())
     }

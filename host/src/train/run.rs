@@ -513,7 +513,8 @@ impl Trainer {
                     continue;
                 };
                 let lr = lr_at(&sched, base_lr, step, total, spe);
-                opt.step(&grads, lr)?;
+                // The schedule is linear in the base rate: objectives with their own rate follow it.
+                opt.step(&grads, lr, lr_at(&sched, 1.0, step, total, spe))?;
                 drop(grads);
                 if let Some(t) = self.started.take() {
                     // Start-up cost (device, data, plugins, first kernel loads): see `retort device warm`.
