@@ -32,6 +32,7 @@ pub mod nn;
 mod ops;
 mod overload;
 mod plugin;
+pub mod random;
 mod tensor;
 
 pub use batch::Batch;

@@ -5,9 +5,9 @@
 //! `cross-entropy` `target = "soft"` and `mixstd`), the permuted `labels` and `ids` where samples
 //! moved, and `mix_a`, `mix_b`, `mix_lambda` (sample i = λ_i·x[a_i] + (1−λ_i)·x[b_i]) for a stage
 //! with `teacher_target = "mix_outputs"`.
-mod draw;
-
-use retort_sdk::{export_plugins, params, AugmenterPlugin, Batch, Ctx, DType, Error, Plugin, Result, Tensor};
+use retort_sdk::{
+    export_plugins, params, random as draw, AugmenterPlugin, Batch, Ctx, DType, Error, Plugin, Result, Tensor,
+};
 use serde::{Deserialize, Serialize};
 
 /// Who a sample is mixed with.

@@ -41,32 +41,6 @@ impl Plugin for MixDistribution {
     }
 }
 
-/// `n` draws of Beta(α, α) as the ratio of two Gamma(α) draws, from uniforms and normals of the
-/// plugin's stream (Marsaglia–Tsang; α < 1 boosted through Gamma(α + 1)·U^{1/α}).
-fn betas(ctx: &Ctx, alpha: f64, n: usize) -> Result<Vec<f64>> {
-    let gamma = |count: usize| -> Result<Vec<f64>> {
-        let a = alpha + 1.0;
-        let (d, c) = (a - 1.0 / 3.0, 1.0 / (9.0 * (a - 1.0 / 3.0)).sqrt());
-        let mut out = Vec::with_capacity(count);
-        while out.len() < count {
-            let want = 2 * (count - out.len()) + 8;
-            let xs = ctx.randn(0.0, 1.0, &[want])?.to_vec1::<f32>()?;
-            let us = ctx.rand(0.0, 1.0, &[want])?.to_vec1::<f32>()?;
-            for (x, u) in xs.into_iter().zip(us) {
-                let (x, u) = (x as f64, (u as f64).max(1e-300));
-                let v = (1.0 + c * x).powi(3);
-                if v > 0.0 && u.ln() < 0.5 * x * x + d - d * v + d * v.ln() && out.len() < count {
-                    out.push(d * v);
-                }
-            }
-        }
-        let boost = ctx.rand(0.0, 1.0, &[count])?.to_vec1::<f32>()?;
-        Ok(out.iter().zip(boost).map(|(g, u)| g * (u as f64).max(1e-300).powf(1.0 / alpha)).collect())
-    };
-    let (x, y) = (gamma(n)?, gamma(n)?);
-    Ok(x.into_iter().zip(y).map(|(x, y)| if x + y > 0.0 { x / (x + y) } else { 0.5 }).collect())
-}
-
 impl ModelPlugin for MixDistribution {
     fn forward(&mut self, batch: &Batch) -> Result<Tensor> {
         let f = batch.tensor("input")?;
@@ -88,7 +62,7 @@ impl ModelPlugin for MixDistribution {
         let lambda: Vec<f32> = if self.cfg.lambda >= 0.0 {
             vec![self.cfg.lambda as f32; n]
         } else {
-            betas(&self.ctx, self.cfg.alpha, n)?.into_iter().map(|l| l as f32).collect()
+            retort_sdk::random::betas(&self.ctx, self.cfg.alpha, n)?.into_iter().map(|l| l as f32).collect()
         };
         let perm = self.ctx.tensor(&perm, &[n])?;
         let l = self.ctx.tensor(&lambda, &[n, 1, 1, 1])?;

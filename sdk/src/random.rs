@@ -1,13 +1,14 @@
-//! Random draws from the plugin's seeded, checkpointed RNG stream (read back to the host, since
-//! the mixing decisions are per-batch scalars): uniforms, normals, Beta(α, α), permutations.
-use retort_sdk::{Ctx, Result};
+//! Host-side random draws from a plugin's seeded, checkpointed RNG stream (read back from the
+//! device, for per-batch decisions such as mixing weights): uniforms, normals, Beta(α, α), permutations.
+use crate::{Ctx, Result};
 
 /// `n` draws from U(0, 1).
 pub fn uniforms(ctx: &Ctx, n: usize) -> Result<Vec<f64>> {
     Ok(ctx.rand(0.0, 1.0, &[n.max(1)])?.to_vec1::<f32>()?.into_iter().take(n).map(|v| v as f64).collect())
 }
 
-fn normals(ctx: &Ctx, n: usize) -> Result<Vec<f64>> {
+/// `n` draws from N(0, 1).
+pub fn normals(ctx: &Ctx, n: usize) -> Result<Vec<f64>> {
     Ok(ctx.randn(0.0, 1.0, &[n.max(1)])?.to_vec1::<f32>()?.into_iter().take(n).map(|v| v as f64).collect())
 }
 
