@@ -181,13 +181,12 @@ fn the_augmenters_gradient_comes_through_both_networks() {
     }
 }
 
-/// HARD through the trainer: the augmenter's own objective moves its θ (saved with the run), the
-/// frozen teacher stays bit-identical, and `[eval] shift` reports errors on a shifted test set.
-#[test]
-fn a_hard_stage_trains_the_augmenter_and_leaves_the_teacher() {
-    use retort_e2e::run::{fresh_dir, mnist_run, report, retort};
-    let tmp = fresh_dir("hard-e2e");
-    let text = format!(
+/// A run `name` in `tmp`: an MLP teacher (stage 1), then an MLP student distilled under a
+/// translation-only HARD augmenter trained by its own objective; `stage_extra` goes into the
+/// student's stage.
+fn hard_config(tmp: &std::path::Path, name: &str, stage_extra: &str) -> String {
+    use retort_e2e::run::mnist_run;
+    format!(
         r#"{head}
 [eval]
 shift = 3
@@ -218,7 +217,7 @@ teacher = "teacher"
 frozen = ["teacher"]
 augmenters = ["aug"]
 optimize = ["aug"]
-{aug_optimizer}
+{stage_extra}
 epochs = 2
 subset = 300
 losses = [
@@ -226,9 +225,17 @@ losses = [
   {{ plugin = "hard-adversarial", on = "aug", inputs = {{ student = "peer.student", source = "aug.source", augmented = "aug.augmented", theta = "aug.theta" }} }},
 ]
 "#,
-        head = mnist_run(&tmp, "hard", 2),
-        aug_optimizer = "",
-    );
+        head = mnist_run(tmp, name, 2),
+    )
+}
+
+/// HARD through the trainer: the augmenter's own objective moves its θ (saved with the run), the
+/// frozen teacher stays bit-identical, and `[eval] shift` reports errors on a shifted test set.
+#[test]
+fn a_hard_stage_trains_the_augmenter_and_leaves_the_teacher() {
+    use retort_e2e::run::{fresh_dir, report, retort};
+    let tmp = fresh_dir("hard-e2e");
+    let text = hard_config(&tmp, "hard", "");
     let cfg = tmp.join("hard.toml");
     std::fs::write(&cfg, text).unwrap();
     let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
@@ -289,4 +296,46 @@ fn an_objective_can_have_its_own_learning_rate() {
     std::fs::write(&cfg, config("frozen", "nobody")).unwrap();
     let (ok, _, err) = retort(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("stages[1].optimizers.nobody"), "{err}");
+}
+
+/// HARD's alternation (`update_every`): the augmenter's objective is computed and stepped on every
+/// third student step only, and a run stopped between its steps resumes to the same weights, bit
+/// for bit (each optimizer's step count follows from the stage's).
+#[test]
+fn an_alternating_augmenter_steps_every_nth_step_and_resumes_exactly() {
+    use retort_e2e::run::{fresh_dir, retort, train_records};
+    let tmp = fresh_dir("hard-alternate");
+    let run = |name: &str, args: &[&str]| {
+        let cfg = tmp.join(format!("{name}.toml"));
+        let text = hard_config(&tmp, name, "update_every = { aug = 3 }") + "\n[logging]\nevery_steps = 1\n";
+        std::fs::write(&cfg, text).unwrap();
+        let mut a = vec!["train", cfg.to_str().unwrap()];
+        a.extend(args);
+        let (ok, out, err) = retort(&a, &[]);
+        assert!(ok, "{out}\n{err}");
+        tmp.join(name)
+    };
+    let whole = run("whole", &[]);
+    let steps: Vec<(u64, bool)> = train_records(&whole)
+        .iter()
+        .filter(|r| r["stage"] == "student")
+        .map(|r| (r["stage_step"].as_u64().unwrap(), r["terms"].get("hard-adversarial").is_some()))
+        .collect();
+    assert_eq!(steps.len(), 12);
+    for (k, adversarial) in steps {
+        assert_eq!(adversarial, (k - 1) % 3 == 0, "student step {k}");
+    }
+    // 6 teacher steps, then 5 student steps: stopped after the augmenter's second update.
+    let cut = run("cut", &["--stop-after", "11"]);
+    let (ok, out, err) = retort(&["train", "--resume", cut.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    for f in ["aug.safetensors", "student.safetensors"] {
+        let load =
+            |r: &std::path::Path| candle_core::safetensors::load(r.join("models").join(f), &Device::Cpu).unwrap();
+        let (a, b) = (load(&whole), load(&cut));
+        for (name, t) in &a {
+            let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(bits(t), bits(&b[name]), "{f}: {name}");
+        }
+    }
 }

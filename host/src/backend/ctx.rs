@@ -109,6 +109,15 @@ impl ParamStore {
         lock(&self.params).iter().find(|p| p.group == group && p.var.as_tensor().id() == t.id()).map(|p| p.var.clone())
     }
 
+    /// The current value of `group.name`: the parameter, else a weight waiting for it.
+    pub fn value(&self, group: &str, name: &str) -> Option<Tensor> {
+        let params = lock(&self.params);
+        match params.iter().find(|p| p.group == group && p.name == name) {
+            Some(p) => Some(p.var.as_tensor().clone()),
+            None => lock(&self.pending).get(&(group.to_string(), name.to_string())).cloned(),
+        }
+    }
+
     /// Every parameter, optionally of one group only.
     pub fn params(&self, group: Option<&str>) -> Vec<Param> {
         lock(&self.params).iter().filter(|p| group.is_none_or(|g| p.group == g)).cloned().collect()

@@ -258,6 +258,37 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
             }
         }
         validate_graph(cfg, i, st, &ready)?;
+        for (slot, &n) in &st.update_every {
+            let objective = st.train.contains(slot) || st.optimize.contains(slot);
+            if !objective || n == 0 {
+                return fail(
+                    &key(&format!("update_every.{slot}")),
+                    format!("must name a slot this stage trains or optimizes, with n ≥ 1 (got `{slot}` = {n})"),
+                );
+            }
+        }
+        if let Some(t) = &st.transfer {
+            if !(0.0..1.0).contains(&t.off_topic_fraction) {
+                return fail(
+                    &key("transfer.off_topic_fraction"),
+                    format!("{} must be in [0, 1)", t.off_topic_fraction),
+                );
+            }
+            if t.off_topic.is_some() && t.labels == super::TransferLabels::Kept {
+                return fail(
+                    &key("transfer.labels"),
+                    "off-topic images have no label of this task: use labels = \"withheld\" (a router's pseudo-labels)"
+                        .into(),
+                );
+            }
+            let [lo, hi] = t.affine_scale;
+            if !(lo > 0.0 && hi >= lo) || t.noise_std < 0.0 || t.blur_sigma < 0.0 {
+                return fail(
+                    &key("transfer"),
+                    "affine_scale = [lo, hi] with 0 < lo ≤ hi; noise_std and blur_sigma ≥ 0".into(),
+                );
+            }
+        }
         if st.epochs == 0 {
             return fail(&key("epochs"), "must be > 0".into());
         }
@@ -405,6 +436,21 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
     for (slot, m) in &cfg.models {
         if !m.params.is_object() {
             return fail(&format!("models.{slot}.params"), "must be a table of parameters".into());
+        }
+        if let Some(init) = &m.init_from {
+            if !cfg.models.contains_key(&init.slot) || &init.slot == slot {
+                let others: Vec<&String> = cfg.models.keys().filter(|k| *k != slot).collect();
+                return fail(
+                    &format!("models.{slot}.init_from.slot"),
+                    format!("`{}` is not another model slot (model slots: {others:?})", init.slot),
+                );
+            }
+            if let Some((k, _)) = init.pairs().enumerate().find(|(_, (a, b))| a.is_empty() || b.is_empty()) {
+                return fail(
+                    &format!("models.{slot}.init_from.params[{k}]"),
+                    "write `name` or `name = source_name`".into(),
+                );
+            }
         }
         if let Some(v) = &m.view {
             if !cfg.data.views.contains_key(v) {

@@ -119,6 +119,34 @@ pub struct ModelSection {
     /// The `[data.views]` entry this model reads as its `input` (default: the whole image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view: Option<String>,
+    /// Parameters copied from another slot when this one starts training (KD³'s classifier
+    /// sharing: the student's head is the teacher's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+    /// Parameter names that no optimizer updates (a shared head stays the teacher's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+}
+
+/// `[models.<slot>] init_from = { slot, params }`: copy named parameters from `slot` (its current
+/// values, e.g. a teacher trained by an earlier stage or loaded from a checkpoint).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitFrom {
+    /// The model slot to copy from.
+    pub slot: String,
+    /// Parameter names, each `name` (the same in both) or `name = source_name`.
+    pub params: Vec<String>,
+}
+
+impl InitFrom {
+    /// `(this slot's name, the source's name)` of each entry.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params.iter().map(|p| match p.split_once('=') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (p.trim(), p.trim()),
+        })
+    }
 }
 
 /// `[teachers.<slot>]`, `[routers.<slot>]` or `[augmenters.<slot>]`: a plugin instance.
@@ -160,6 +188,11 @@ pub struct LossSection {
     /// combine its per-sample values with the stage's `route` (uniform without a router).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub over_teachers: bool,
+    /// Whether the per-sample weights (an augmenter's `sample_weight`, a selecting router's
+    /// `weight`) weigh this term; `false` keeps it a plain mean over the batch (KD³'s InfoNCE,
+    /// which aligns every instance, kept or not).
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub weighted: bool,
 }
 
 fn no_slots() -> TrainSlots {
@@ -457,6 +490,11 @@ pub struct StageSection {
     /// an adversarial augmenter its own learning rate.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub optimizers: BTreeMap<String, OptimizerSection>,
+    /// An objective updated only on every n-th step of the stage, by its slot: HARD's alternation
+    /// (`update_every = { aug = 5 }`: the augmenter takes one step per five of the student's);
+    /// its terms are not computed on the other steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub update_every: BTreeMap<String, usize>,
     #[serde(default)]
     pub schedule: Option<ScheduleSection>,
     /// Clip the global gradient norm to this value (0 = off).
@@ -494,6 +532,91 @@ pub struct StageSection {
     /// (`peer.<slot>` not detached): MST-Distill's co-training. Default: one per slot.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub joint: bool,
+    /// This stage's own transfer set (webly-collected data stand-in, KD³): the training images
+    /// under corruptions, mixed with off-topic images, labels withheld.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferSection>,
+}
+
+/// `[stages.transfer]`: a transfer set of `subset` images (the stage's, else `data.subset`, else
+/// the whole training split) made once, seeded: `1 − off_topic_fraction` of them are training
+/// images, each under one corruption drawn from `corruptions`; the rest are training images of
+/// the `off_topic` dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransferSection {
+    /// Corruptions drawn uniformly per on-topic image: `none`, `noise`, `blur`, `invert`, `affine`.
+    #[serde(default)]
+    pub corruptions: Vec<Corruption>,
+    /// A dataset of other classes (`fashion-mnist`) whose images join the set, or none.
+    #[serde(default)]
+    pub off_topic: Option<String>,
+    /// Where the off-topic dataset lives (default: found like `data.dir`).
+    #[serde(default)]
+    pub off_topic_dir: Option<PathBuf>,
+    /// The share of the set that is off-topic.
+    #[serde(default)]
+    pub off_topic_fraction: f64,
+    /// Whether the terms see the on-topic images' labels (`kept`) or none (`withheld`: every
+    /// label is ignored, −100, and only a router's pseudo-labels give the terms labels).
+    #[serde(default)]
+    pub labels: TransferLabels,
+    /// Std of the added Gaussian pixel noise, in units of the pixel range [0, 1].
+    #[serde(default = "default_noise_std")]
+    pub noise_std: f64,
+    /// σ of the Gaussian blur, in pixels.
+    #[serde(default = "default_blur_sigma")]
+    pub blur_sigma: f64,
+    /// Largest rotation of the affine warp, in degrees (drawn uniformly in ±).
+    #[serde(default = "default_affine_degrees")]
+    pub affine_degrees: f64,
+    /// Range of the affine warp's scale.
+    #[serde(default = "default_affine_scale")]
+    pub affine_scale: [f64; 2],
+    /// Largest shift of the affine warp, in pixels (each axis, drawn uniformly in ±).
+    #[serde(default = "default_affine_shift")]
+    pub affine_shift: f64,
+}
+
+fn default_noise_std() -> f64 {
+    0.3
+}
+fn default_blur_sigma() -> f64 {
+    1.0
+}
+fn default_affine_degrees() -> f64 {
+    30.0
+}
+fn default_affine_scale() -> [f64; 2] {
+    [0.75, 1.25]
+}
+fn default_affine_shift() -> f64 {
+    3.0
+}
+
+/// One corruption of an image.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Corruption {
+    /// The image as it is.
+    None,
+    /// Additive Gaussian noise (clipped to the pixel range).
+    Noise,
+    /// Gaussian blur.
+    Blur,
+    /// Contrast inversion, `255 − x`.
+    Invert,
+    /// A random rotation, scale and shift (bilinear).
+    Affine,
+}
+
+/// Whether a transfer set's labels reach the terms.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferLabels {
+    #[default]
+    Withheld,
+    Kept,
 }
 
 impl StageSection {

@@ -11,8 +11,9 @@ pub struct StepOut {
     pub loss_v: f64,
     /// Each term's (unweighted) value, left on the device until a log line reads it.
     pub terms: Vec<(String, candle_core::Tensor)>,
-    /// One gradient store per objective, in the stage's `train` order.
-    pub grads: Vec<GradStore>,
+    /// One gradient store per objective, in the stage's `train` order (`None`: the objective
+    /// sits this step out, see `update_every`).
+    pub grads: Vec<Option<GradStore>>,
 }
 
 /// A step that failed in a plugin (or produced non-finite values).

@@ -15,8 +15,10 @@ pub mod report;
 pub mod routing;
 mod run;
 pub mod schedule;
+mod sharing;
 mod teachers;
 pub mod tensorboard;
+mod transfer;
 
 pub use run::{resolve_data_dir, Outcome, TrainOptions, Trainer};
 

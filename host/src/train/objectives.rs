@@ -16,6 +16,8 @@ pub struct Objective {
     /// Parameter groups this objective's optimizer owns: the slot and its terms' plugin roles.
     pub groups: Vec<String>,
     pub opt: Optimizer,
+    /// Updated on every `every`-th step of the stage only (HARD's alternation).
+    pub every: u64,
 }
 
 /// Every objective of a stage, in the order of `train`.
@@ -40,8 +42,10 @@ impl Objectives {
                     members,
                     groups: Vec::new(),
                     opt: Optimizer::new(own.clone(), Vec::new()),
+                    every: 1,
                 };
                 o.groups = o.groups_of(st, st.losses.iter().map(|l| (l, role(l))));
+                o.every = st.update_every.get(&o.slot).copied().unwrap_or(1).max(1) as u64;
                 o
             })
             .collect();
@@ -67,16 +71,16 @@ impl Objectives {
         Ok(out)
     }
 
-    /// Restores moments saved by [`Objectives::state`]: each optimizer takes the entries of its
-    /// own parameter groups.
+    /// Restores moments saved by [`Objectives::state`] after `steps` steps of the stage: each
+    /// optimizer takes the entries of its own parameter groups and its own step count.
     pub fn load_state(&mut self, saved: &[(String, ParamState)], steps: u64) {
         for o in &mut self.list {
             let own: Vec<(String, ParamState)> = saved.iter().filter(|(name, _)| o.owns(name)).cloned().collect();
-            o.opt.load_state(&own, steps);
+            o.opt.load_state(&own, steps.div_ceil(o.every));
         }
     }
 
-    /// Optimizer steps taken (all objectives step together).
+    /// Optimizer steps taken by the first objective (the student's: every step).
     pub fn steps(&self) -> u64 {
         self.list.first().map_or(0, |o| o.opt.steps)
     }
@@ -89,17 +93,24 @@ impl Objectives {
     /// One step of every objective's optimizer with its own gradients (same order as the list):
     /// at `lr` (the stage's scheduled rate) when its base rate is the stage's, else at its own
     /// base rate times the schedule's `factor`.
-    pub fn step(&mut self, grads: &[GradStore], lr: f64, factor: f64) -> candle_core::Result<()> {
+    pub fn step(&mut self, grads: &[Option<GradStore>], lr: f64, factor: f64) -> candle_core::Result<()> {
         let base = self.base_lr();
         for (o, g) in self.list.iter_mut().zip(grads) {
             let own = if o.opt.base_lr() == base { lr } else { o.opt.base_lr() * factor };
-            o.opt.step(g, own)?;
+            if let Some(g) = g {
+                o.opt.step(g, own)?;
+            }
         }
         Ok(())
     }
 }
 
 impl Objective {
+    /// Whether this objective is updated on step `step` (0-based) of its stage.
+    pub fn active(&self, step: usize) -> bool {
+        step as u64 % self.every == 0
+    }
+
     /// The parameter groups this objective trains: its slots, the plugins of its terms (given
     /// with their roles) and, for the objective of the stage's first trained slot, the router
     /// (MST-Distill's GateNet learns with the student).

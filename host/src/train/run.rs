@@ -23,11 +23,13 @@ use super::{
     preflight::preflight,
     report::{ModelReport, Report},
     schedule::{lr_at, weight_factor},
+    sharing::is_frozen,
     tensorboard::TensorBoard,
+    transfer::{transfer_sets, TransferSet},
     TrainError,
 };
 use crate::{
-    config::{LossSection, PluginSection, RunConfig, StageSection, TeacherTarget, TensorName},
+    config::{LossSection, PluginSection, RunConfig, StageSection, TeacherTarget, TensorName, TransferLabels},
     data::{Batch, BatchPlan, Batches, Dataset, DatasetSpec, DeviceSet, Split},
     instance::{AbiObject, Instance},
     loader::{search_dirs, Registry},
@@ -82,6 +84,8 @@ pub struct Trainer {
     /// Augmenter-plugin instances by slot (`[augmenters.<slot>]`).
     augmenters: BTreeMap<String, AugmenterInstance>,
     train: Arc<Dataset>,
+    /// Stages' own transfer sets (`[stages.transfer]`), by stage index.
+    transfers: BTreeMap<usize, TransferSet>,
     eval_split: (Split, Arc<Dataset>),
     test: Arc<Dataset>,
     mean_std: (f32, f32),
@@ -91,7 +95,7 @@ pub struct Trainer {
     /// Reference logits by split, cleared whenever the reference model trains.
     reference_cache: HashMap<Split, Vec<f32>>,
     /// Slots with weights (trained by a finished stage or loaded).
-    ready: Vec<String>,
+    pub(super) ready: Vec<String>,
     resumed: Option<checkpoint::Loaded>,
     pub(super) live: Option<Live>,
     pub(super) events: JsonLines,
@@ -219,6 +223,7 @@ impl Trainer {
         };
         let train = Arc::new(Dataset::load(&spec, Split::Train)?);
         let test = Arc::new(Dataset::load(&spec, Split::Test)?);
+        let transfers = transfer_sets(&cfg, &train)?;
         let eval_split = if cfg.data.validation > 0 {
             (Split::Validation, Arc::new(Dataset::load(&spec, Split::Validation)?))
         } else {
@@ -309,6 +314,7 @@ impl Trainer {
             routers: BTreeMap::new(),
             augmenters: BTreeMap::new(),
             train,
+            transfers,
             eval_split,
             test,
             metrics,
@@ -338,6 +344,7 @@ impl Trainer {
             let inst = ModelInstance::new(&t.host, &lib, &m.plugin, &slot, &m.params.to_string())?;
             t.models.insert(slot, inst);
         }
+        t.check_sharing()?;
         let cfg = t.cfg.clone();
         t.teacher_plugins = t.plugin_slots(&cfg.teachers, kind::TEACHER, TeacherInstance::new)?;
         t.routers = t.plugin_slots(&cfg.routers, kind::ROUTER, RouterInstance::new)?;
@@ -432,8 +439,15 @@ impl Trainer {
         // Feature losses ask for the `student` and `teacher` taps whatever the slots are called.
         self.host.taps.set_alias("student", Some(st.train.primary()).filter(|s| !s.is_empty()));
         self.host.taps.set_alias("teacher", st.teacher.as_deref());
+        if !resuming {
+            self.share_parameters(&st)?;
+        }
         let subset = st.subset.unwrap_or(self.cfg.data.subset);
-        let data = Arc::new(self.train.subset(subset, self.cfg.run.seed ^ 0x7a5e_7de7));
+        let data = match self.transfers.get(&i) {
+            Some((set, _)) => set.clone(),
+            None => Arc::new(self.train.subset(subset, self.cfg.run.seed ^ 0x7a5e_7de7)),
+        };
+        let withhold = st.transfer.as_ref().is_some_and(|t| t.labels == TransferLabels::Withheld);
         let plan = BatchPlan {
             batch_size: self.cfg.data.batch_size,
             shuffle: self.cfg.data.shuffle,
@@ -473,10 +487,13 @@ impl Trainer {
             }
         } else {
             let slots = st.objective_slots().join(", ");
-            let what = match &st.teacher {
+            let mut what = match &st.teacher {
                 Some(t) => format!("trains {slots} from teacher {t}, {total} steps"),
                 None => format!("trains {slots}, {total} steps"),
             };
+            if let Some((_, c)) = self.transfers.get(&i) {
+                what.push_str(&format!("; transfer set: {c}"));
+            }
             self.event("stage_started", &st.name, None, None, Some(what));
             // A checkpoint at every stage start: a run killed early can always resume.
             self.checkpoint(&losses, &opt)?;
@@ -495,7 +512,11 @@ impl Trainer {
             self.state.epoch = epoch;
             let mut t0 = Instant::now();
             for batch in self.batches(&data, &plan, epoch as u64, start_batch)? {
-                let batch = batch?;
+                let mut batch = batch?;
+                if withhold {
+                    // Every label ignored: only a router's pseudo-labels give the terms labels.
+                    batch.labels = Tensor::full(-100i64, batch.labels.dims(), batch.labels.device())?;
+                }
                 self.poll_live(i, &mut losses)?;
                 let step = self.state.stage_step as usize;
                 let out = loop {
@@ -715,15 +736,19 @@ impl Trainer {
             let k = objs.position(slot);
             let k =
                 k.ok_or_else(|| TrainError::Other(format!("term `{}`: `{slot}` is not trained", sec.term_name())))?;
+            if !objs.list[k].active(step) {
+                continue;
+            }
             let inputs = named
                 .inputs(sec, slot)?
                 .scalar("step", step as f64)
                 .scalar("epoch", (epoch + 1) as f64)
                 .scalar("total_steps", total as f64)
                 .scalar("train", 1.0);
+            let weights = weights.as_ref().filter(|_| sec.weighted);
             let v = if sec.over_teachers {
-                named.over_teachers(inst, &inputs, weights.as_ref())?
-            } else if let Some(w) = &weights {
+                named.over_teachers(inst, &inputs, weights)?
+            } else if let Some(w) = weights {
                 inst.weighted_loss(&inputs, w).map_err(|e| StepError::plugin(&inst.ctx().role, e))?
             } else {
                 inst.loss_unread(&inputs).map_err(|e| StepError::plugin(&inst.ctx().role, e))?
@@ -742,19 +767,23 @@ impl Trainer {
         let mut grads = Vec::with_capacity(sums.len());
         let mut probe = Vec::with_capacity(2 * sums.len());
         for (o, sum) in objs.list.iter().zip(&sums) {
+            if !o.active(step) {
+                grads.push(None);
+                continue;
+            }
             let loss = sum.as_ref().ok_or_else(|| TrainError::Other(format!("`{}` has no loss term", o.slot)))?;
-            grads.push(crate::backend::backward(loss)?);
+            grads.push(Some(crate::backend::backward(loss)?));
             probe.push(loss.to_dtype(DType::F64)?.reshape(1)?);
         }
         if clip {
-            for (o, g) in objs.list.iter().zip(&grads) {
+            for (o, g) in objs.list.iter().zip(&grads).filter_map(|(o, g)| g.as_ref().map(|g| (o, g))) {
                 probe.push(o.opt.grad_norm_sq(g, x.device())?.reshape(1)?);
             }
         }
         // The step's one read from the device, after the backwards are queued: each objective's
         // loss (and squared gradient norm when clipping), checked before any optimizer runs.
         let read = Tensor::cat(&probe, 0)?.to_vec1::<f64>()?;
-        let n = sums.len();
+        let n = grads.iter().filter(|g| g.is_some()).count();
         let loss_v: f64 = read[..n].iter().sum();
         if !loss_v.is_finite() {
             // Only now each term is read, to name the one that failed.
@@ -764,7 +793,8 @@ impl Trainer {
             return Err(StepError::nonfinite_sum(loss_v));
         }
         if clip {
-            for (k, (o, g)) in objs.list.iter().zip(grads.iter_mut()).enumerate() {
+            let active = objs.list.iter().zip(grads.iter_mut()).filter_map(|(o, g)| g.as_mut().map(|g| (o, g)));
+            for (k, (o, g)) in active.enumerate() {
                 let norm = read[n + k].sqrt();
                 if !norm.is_finite() {
                     return Err(StepError::nonfinite_gradients(norm));
@@ -913,7 +943,7 @@ impl Trainer {
             o.groups = o.groups_of(st, losses.iter().map(|(sec, l)| (sec, l.ctx().role.clone())));
             let new: Vec<(String, candle_core::Var)> = params
                 .iter()
-                .filter(|p| p.trainable && o.groups.contains(&p.group))
+                .filter(|p| p.trainable && o.groups.contains(&p.group) && !is_frozen(&self.cfg, &p.group, &p.name))
                 .map(|p| (format!("{}.{}", p.group, p.name), p.var.clone()))
                 .filter(|(name, _)| !o.opt.has(name))
                 .collect();

@@ -1,6 +1,6 @@
 //! `cnn`: a LeNet-style network (LeCun et al. 1998): blocks of 5×5 convolution + ReLU + 2×2 max
-//! pooling, then a hidden fully connected layer with dropout and the class logits. Taps `conv1`,
-//! `conv2`, …, `fc` and `logits`.
+//! pooling, then a hidden fully connected layer with dropout, an optional linear projection and
+//! the class logits. Taps `conv1`, `conv2`, …, `fc`, `projection` and `logits`.
 use retort_sdk::{
     export_plugins,
     nn::{BatchNorm, Conv2d, Dropout, Linear},
@@ -32,6 +32,8 @@ pub struct Config {
     pub dropout: f64,
     /// batch normalisation after each convolution
     pub batch_norm: bool,
+    /// width of a linear projection (no activation) between the hidden layer and the head, tapped as `projection` (0: none); KD³'s g, which lets the student share a teacher's head
+    pub projection: usize,
 }
 
 struct Block {
@@ -44,6 +46,7 @@ pub struct Cnn {
     ctx: Ctx,
     blocks: Vec<Block>,
     fc: Linear,
+    projection: Option<Linear>,
     out: Linear,
     dropout: Dropout,
     in_channels: usize,
@@ -52,8 +55,8 @@ pub struct Cnn {
 impl Plugin for Cnn {
     const NAME: &'static str = "cnn";
     const SUMMARY: &'static str = "LeNet-style CNN (LeCun et al. 1998): [conv k×k (same padding) → ReLU → \
-        max-pool 2] per entry of `channels`, then fc → ReLU → dropout → logits. Input [B, C, H, W] (or \
-        [B, H·W] for one channel). Taps conv1…convN, fc, logits.";
+        max-pool 2] per entry of `channels`, then fc → ReLU → dropout → (projection) → logits. Input [B, C, H, W] \
+        (or [B, H·W] for one channel). Taps conv1…convN, fc, projection, logits.";
     type Config = Config;
 
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
@@ -78,9 +81,16 @@ impl Plugin for Cnn {
             }
         }
         let flat = prev * size * size;
+        let fc = Linear::new(&ctx, "fc", flat, cfg.hidden, true)?;
+        let projection = match cfg.projection {
+            0 => None,
+            p => Some(Linear::new(&ctx, "proj", cfg.hidden, p, true)?),
+        };
+        let head_in = if cfg.projection > 0 { cfg.projection } else { cfg.hidden };
         Ok(Cnn {
-            fc: Linear::new(&ctx, "fc", flat, cfg.hidden, true)?,
-            out: Linear::new(&ctx, "out", cfg.hidden, cfg.classes, true)?,
+            fc,
+            projection,
+            out: Linear::new(&ctx, "out", head_in, cfg.classes, true)?,
             dropout: Dropout::new(&ctx, cfg.dropout),
             blocks,
             ctx,
@@ -113,6 +123,9 @@ impl ModelPlugin for Cnn {
         x = self.fc.forward(&x.flatten_from(1)?)?.relu()?;
         x = self.ctx.tap("fc", &x)?;
         x = self.dropout.forward(&x, train)?;
+        if let Some(p) = &self.projection {
+            x = self.ctx.tap("projection", &p.forward(&x)?)?;
+        }
         let logits = self.out.forward(&x)?;
         self.ctx.tap("logits", &logits)
     }

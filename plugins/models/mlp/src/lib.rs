@@ -1,5 +1,6 @@
 //! `mlp`: a fully connected network with configurable widths, activation and dropout; taps
-//! `layer1`, `layer2`, … after each hidden layer and `logits` at the output.
+//! `layer1`, `layer2`, … after each hidden layer, `projection` after the optional linear
+//! projection and `logits` at the output.
 use retort_sdk::{
     export_plugins,
     nn::{Dropout, Linear},
@@ -47,12 +48,15 @@ pub struct Config {
     /// logits per class (LELP): training outputs classes × subclasses logits; evaluation sums each class's subclass probabilities
     #[param(default = 1)]
     pub subclasses: usize,
+    /// width of a linear projection (no activation) between the last hidden layer and the head, tapped as `projection` (0: none); KD³'s g, which lets the student share a teacher's head
+    pub projection: usize,
 }
 
 /// The plugin instance.
 pub struct Mlp {
     ctx: Ctx,
     layers: Vec<Linear>,
+    projection: Option<Linear>,
     kd_head: Option<Linear>,
     dho: (f64, f64),
     subclasses: usize,
@@ -64,7 +68,7 @@ pub struct Mlp {
 impl Plugin for Mlp {
     const NAME: &'static str = "mlp";
     const SUMMARY: &'static str = "Multi-layer perceptron: input (flattened) → hidden layers with activation \
-        and dropout → class logits. Taps layer1…layerN and logits.";
+        and dropout → (optional linear projection) → class logits. Taps layer1…layerN, projection and logits.";
     type Config = Config;
 
     fn new(ctx: Ctx, cfg: Config) -> Result<Self> {
@@ -81,18 +85,27 @@ impl Plugin for Mlp {
         }
         let mut dims = vec![cfg.input_dim];
         dims.extend(&cfg.hidden);
-        dims.push(cfg.classes * cfg.subclasses);
-        let layers = dims
+        let mut layers = dims
             .windows(2)
             .enumerate()
             .map(|(i, w)| Linear::new(&ctx, &format!("fc{}", i + 1), w[0], w[1], true))
             .collect::<Result<Vec<_>>>()?;
-        let last_in = *dims.get(dims.len() - 2).unwrap_or(&cfg.input_dim);
+        let features = *dims.last().unwrap_or(&cfg.input_dim);
+        let projection = match cfg.projection {
+            0 => None,
+            p => Some(Linear::new(&ctx, "proj", features, p, true)?),
+        };
+        // The head is fc{H+1} with or without a projection, so a student's head is named like
+        // that of a teacher with as many hidden layers.
+        let last_in = if cfg.projection > 0 { cfg.projection } else { features };
+        let head = format!("fc{}", cfg.hidden.len() + 1);
+        layers.push(Linear::new(&ctx, &head, last_in, cfg.classes * cfg.subclasses, true)?);
         let kd_head =
             if cfg.dual_head { Some(Linear::new(&ctx, "head_kd", last_in, cfg.classes, true)?) } else { None };
         Ok(Mlp {
             ctx,
             layers,
+            projection,
             kd_head,
             dho: (cfg.dho_alpha, cfg.dho_beta),
             subclasses: cfg.subclasses,
@@ -124,6 +137,9 @@ impl ModelPlugin for Mlp {
         let mut kd = None;
         for (i, layer) in self.layers.iter().enumerate() {
             if i == last {
+                if let Some(p) = &self.projection {
+                    x = self.ctx.tap("projection", &p.forward(&x)?)?;
+                }
                 if let Some(h) = &self.kd_head {
                     kd = Some(self.ctx.tap("logits_kd", &h.forward(&x)?)?);
                 }
