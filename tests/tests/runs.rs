@@ -260,3 +260,41 @@ fn a_run_leaves_tensorboard_events_a_plot_and_plain_progress_lines() {
     let report = report(&run);
     assert_eq!(report["models"]["student"]["reliability"].as_array().unwrap().len(), 15, "ECE bins in the report");
 }
+
+/// `runs compare`: seeds of one config are one experiment (mean ± sample std per model slot);
+/// a run with another config is another experiment; CSV carries the same numbers.
+#[test]
+fn runs_compare_groups_seeds_and_prints_mean_and_std() {
+    let d = fresh_dir("runs-compare");
+    let mut dirs = Vec::new();
+    for (name, seed, temp) in [("kd-s1", 1, 4.0), ("kd-s2", 2, 4.0), ("hot-s1", 1, 8.0)] {
+        let text = config(&d, name, 1, &format!("{{ plugin = \"hinton-kd\", params = {{ temperature = {temp} }} }}"))
+            .replace("seed = 11", &format!("seed = {seed}"));
+        let (ok, out, err) = retort(&["train", write(&d, &format!("{name}.toml"), &text).to_str().unwrap()], &[]);
+        assert!(ok, "{out}\n{err}");
+        dirs.push(d.join(name));
+    }
+    let errors: Vec<f64> =
+        dirs.iter().map(|r| report(r)["models"]["student"]["test_errors"].as_f64().unwrap()).collect();
+    let args: Vec<&str> = ["runs", "compare"].into_iter().chain(dirs.iter().map(|p| p.to_str().unwrap())).collect();
+    let (ok, out, err) = retort(&args, &[]);
+    assert!(ok, "{err}");
+    let (mean, sd) = ((errors[0] + errors[1]) / 2.0, (errors[0] - errors[1]).abs() / 2f64.sqrt());
+    let row = out.lines().find(|l| l.starts_with("| kd | student | 1 2 |")).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(&format!("{mean:.1} ± {sd:.1}")), "{row}");
+    let single = out.lines().find(|l| l.starts_with("| hot | student | 1 |")).unwrap_or_else(|| panic!("{out}"));
+    assert!(single.contains(&format!("| {:.1} |", errors[2])), "{single}");
+    assert_eq!(out.lines().filter(|l| l.contains("| teacher |")).count(), 2, "{out}");
+
+    let mut csv_args = args.clone();
+    csv_args.extend(["--format", "csv", "--metrics", "test_errors"]);
+    let (ok, csv, err) = retort(&csv_args, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(csv.lines().next(), Some("experiment,model,seeds,test_errors,test_errors_std"));
+    let line = csv.lines().find(|l| l.starts_with("kd,student,")).unwrap();
+    let cols: Vec<&str> = line.split(',').collect();
+    assert_eq!(cols[3].parse::<f64>().unwrap(), mean);
+    assert!((cols[4].parse::<f64>().unwrap() - sd).abs() < 1e-9);
+    let (ok, _, err) = retort(&["runs", "compare", d.join("nowhere").to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("nowhere"), "{err}");
+}

@@ -168,12 +168,35 @@ pub struct TapStore {
     rewrites: Mutex<Vec<Installed>>,
     /// The first rewrite failure of the forward in progress: (rewriting slot, message).
     rewrite_error: Mutex<Option<(String, String)>>,
+    /// Off during evaluation, where nothing reads a tap (rewrites still apply).
+    off: std::sync::atomic::AtomicBool,
 }
 
 impl TapStore {
     /// Records a tap of the model in `role`.
     pub fn record(&self, role: &str, name: &str, t: &Tensor) {
+        if self.off.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         lock(&self.taps).entry(role.to_string()).or_default().insert(name.to_string(), t.clone());
+    }
+
+    /// Stops (`false`) or resumes recording taps; stopping forgets what was recorded.
+    pub fn set_recording(&self, on: bool) {
+        self.off.store(!on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            self.clear();
+        }
+    }
+
+    /// Cuts the taps of `role` from the autograd graph (a teacher run without one: a feature
+    /// loss reading them must not backpropagate into the teacher).
+    pub fn detach_role(&self, role: &str) {
+        if let Some(m) = lock(&self.taps).get_mut(role) {
+            for t in m.values_mut() {
+                *t = t.detach();
+            }
+        }
     }
 
     /// Installs rewrites for the next forwards (until [`TapStore::uninstall`]).
@@ -405,4 +428,27 @@ pub fn sample(
     Tensor::from_vec(data, Shape::from(shape.to_vec()), device)
         .and_then(|t| t.to_dtype(DType::F32))
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_are_not_kept_while_recording_is_off_and_a_detached_role_passes_no_gradient() {
+        let taps = TapStore::default();
+        let w = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let h = (w.as_tensor() * 3.0).unwrap();
+        taps.set_recording(false);
+        assert_eq!(taps.apply("teacher", "layer1", &h).unwrap().to_vec1::<f32>().unwrap(), vec![3.0, 6.0]);
+        assert!(taps.get("teacher", "layer1").is_none(), "evaluation keeps no tap");
+        taps.set_recording(true);
+        taps.record("teacher", "layer1", &h);
+        taps.detach_role("teacher");
+        let read = taps.get("teacher", "layer1").unwrap();
+        let loss = (read.sum_all().unwrap() + w.as_tensor().sum_all().unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        // Only the direct path reaches w: d/dw of Σw is 1, the tap's 3 is cut.
+        assert_eq!(grads.get(w.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+    }
 }

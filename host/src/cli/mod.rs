@@ -1,4 +1,5 @@
 //! Command-line definitions and dispatch.
+mod compare;
 mod device;
 mod new;
 mod plugins;

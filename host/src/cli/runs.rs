@@ -1,4 +1,5 @@
-//! `retort runs show RUN_DIR`: the timeline of a run (stages, evaluations, live changes).
+//! `retort runs show RUN_DIR`: the timeline of a run (stages, evaluations, live changes);
+//! `plot` its curves; `compare` a results table over runs.
 use std::{path::Path, process::ExitCode};
 
 use anyhow::Context;
@@ -23,6 +24,19 @@ pub enum RunsCommand {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// A results table from finished runs: runs whose configs differ only in the seed are one
+    /// experiment, each model slot a row, each metric mean ± sample std over the seeds.
+    Compare {
+        /// Run directories (e.g. `runs/kd3-s*`).
+        #[arg(required = true)]
+        runs: Vec<std::path::PathBuf>,
+        /// Report metrics to show, in order (any number in report.json's model entries).
+        #[arg(long, value_delimiter = ',', default_value = "test_errors,ece")]
+        metrics: Vec<String>,
+        /// markdown or csv.
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: super::compare::Format,
+    },
 }
 
 fn lines(path: &Path) -> Vec<Value> {
@@ -41,6 +55,10 @@ pub fn run(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         RunsCommand::Show { run_dir } => show(&run_dir),
         RunsCommand::Plot { run_dir, out } => plot(&run_dir, out),
+        RunsCommand::Compare { runs, metrics, format } => {
+            print!("{}", super::compare::table(&runs, &metrics, format)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -666,6 +666,7 @@ impl Trainer {
         objs: &mut Objectives,
         (step, epoch, total): (usize, usize, usize),
     ) -> std::result::Result<StepOut, StepError> {
+        self.host.taps.set_recording(true);
         self.host.taps.clear();
         let (augmented, extras) = self.run_augmenters(st, batch, (step, epoch, total))?;
         let weights = sample_weights(&extras)?;
@@ -1037,7 +1038,8 @@ impl Trainer {
             drop_last: false,
         };
         let batches = self.batches(set, &plan, 0, 0)?;
-        // Logits and labels stay on the device until the last batch: one read for the whole set.
+        // Nothing reads a tap in evaluation: none is kept (resumed at the next training step).
+        self.host.taps.set_recording(false);
         let (mut out, mut labels, mut classes) = (Vec::new(), Vec::new(), 0);
         for b in batches {
             let b = b?;

@@ -73,6 +73,9 @@ impl Trainer {
             if self.models.contains_key(t) {
                 let input = self.model_input(t, x)?;
                 let z = self.forward_rewritten(st, t, &[], &input, false)?;
+                if !st.frozen.contains(t) {
+                    self.host.taps.detach_role(t);
+                }
                 out.push((t.clone(), keep(t, z)));
             }
         }
