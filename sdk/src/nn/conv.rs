@@ -26,6 +26,23 @@ impl Conv2d {
         Ok(Conv2d { weight, bias, padding, stride: stride.max(1) })
     }
 
+    /// As [`Conv2d::new`] without a bias (a convolution followed by batch norm, whose shift
+    /// would cancel it).
+    pub fn no_bias(
+        ctx: &Ctx,
+        prefix: &str,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        padding: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let fan_in = in_ch * kernel * kernel;
+        let weight =
+            ctx.var(&super::join(prefix, "weight"), &[out_ch, in_ch, kernel, kernel], init::fan_in_uniform(fan_in))?;
+        Ok(Conv2d { weight, bias: None, padding, stride: stride.max(1) })
+    }
+
     /// Applies the convolution.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.bias {
