@@ -178,6 +178,10 @@ pub mod nn {
     /// padding (PyTorch `grid_sample`, `align_corners = False`), differentiable in x and grid.
     /// Older hosts: UNSUPPORTED.
     pub const GRID_SAMPLE: u32 = 8;
+    /// tensors: [x (N, C, H, W), w (C, O, kh, kw)]; args: [padding, output_padding, stride,
+    /// dilation]. Transposed convolution (PyTorch `conv_transpose2d`, one group), differentiable
+    /// in x and w. Older hosts: UNSUPPORTED.
+    pub const CONV_TRANSPOSE2D: u32 = 9;
 }
 
 /// Distributions for `HostApi::rand` and parameter initialisation ([`crate::InitSpec`]).

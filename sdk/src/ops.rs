@@ -278,6 +278,19 @@ impl Tensor {
             r => r,
         }
     }
+    /// Transposed 2-D convolution (NCHW input, `[C_in, C_out, kh, kw]` kernel, one group), as
+    /// PyTorch's `conv_transpose2d`: FitNets' upsampling regressor.
+    pub fn conv_transpose2d(
+        &self,
+        kernel: &Tensor,
+        padding: usize,
+        output_padding: usize,
+        stride: usize,
+    ) -> Result<Tensor> {
+        let args = [padding as i64, output_padding as i64, stride as i64, 1];
+        let raws = [self.raw(), kernel.raw()];
+        self.wrap((self.api().nn())(nn::CONV_TRANSPOSE2D, RSlice::from_slice(&raws), RSlice::from_slice(&args)))
+    }
     /// The sampling grid `[N, H, W, 2]` of affine maps `self` `[N, 2, 3]` (PyTorch `affine_grid`,
     /// `align_corners = False`), differentiable in the maps.
     pub fn affine_grid(&self, h: usize, w: usize) -> Result<Tensor> {

@@ -103,13 +103,10 @@ fn sp_compares_batch_similarity_whatever_the_scale_or_width() {
     assert!(sp(&wide, &t).abs() < 1e-6, "{}", sp(&wide, &t));
 }
 
-/// Through the trainer: a resnet student distilled from a resnet teacher by AT (two stages), RKD
-/// on the pooled vectors and SP on the last map, each term reading the stage's `student` and
-/// `teacher` taps by their names; every term is finite and positive.
-#[test]
-fn feature_terms_read_the_stages_taps_in_a_run() {
-    use retort_e2e::run::{fresh_dir, mnist_run, retort, train_records};
-    let tmp = fresh_dir("feature-terms");
+/// A run `name` in `tmp`: a resnet teacher (stage 1), then a smaller resnet student trained with
+/// CE plus `losses` (TOML array items) reading the stage's `student` and `teacher` taps.
+fn feature_run(tmp: &std::path::Path, name: &str, losses: &str, args: &[&str]) -> std::path::PathBuf {
+    use retort_e2e::run::{mnist_run, retort};
     let text = format!(
         r#"{head}
 [models.t]
@@ -137,28 +134,119 @@ losses = [{{ plugin = "cross-entropy" }}]
 name = "student"
 train = "s"
 teacher = "t"
-epochs = 1
+epochs = 2
 subset = 100
-losses = [
-  {{ plugin = "cross-entropy" }},
-  {{ plugin = "at", params = {{ student_taps = ["f1", "f2"] }} }},
-  {{ plugin = "rkd" }},
-  {{ plugin = "sp", params = {{ student_tap = "f2", teacher_tap = "f2" }} }},
-]
+losses = [{{ plugin = "cross-entropy" }}, {losses}]
 "#,
-        head = mnist_run(&tmp, "features", 3)
+        head = mnist_run(tmp, name, 3)
     );
-    let cfg = tmp.join("features.toml");
+    let cfg = tmp.join(format!("{name}.toml"));
     std::fs::write(&cfg, text).unwrap();
-    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    let mut a = vec!["train", cfg.to_str().unwrap()];
+    a.extend(args);
+    let (ok, out, err) = retort(&a, &[]);
     assert!(ok, "{out}\n{err}");
-    let recs = train_records(&tmp.join("features"));
+    tmp.join(name)
+}
+
+/// Through the trainer: AT over two stages, RKD on the pooled vectors and SP on the last map, each
+/// reading the stage's `student` and `teacher` taps by their names; every term finite and positive.
+#[test]
+fn feature_terms_read_the_stages_taps_in_a_run() {
+    use retort_e2e::run::{fresh_dir, train_records};
+    let tmp = fresh_dir("feature-terms");
+    let losses = r#"{ plugin = "at", params = { student_taps = ["f1", "f2"] } }, { plugin = "rkd" }, { plugin = "sp", params = { student_tap = "f2", teacher_tap = "f2" } }"#;
+    let recs = train_records(&feature_run(&tmp, "features", losses, &[]));
     let student: Vec<_> = recs.iter().filter(|r| r["stage"] == "student").collect();
-    assert_eq!(student.len(), 2);
+    assert_eq!(student.len(), 4);
     for r in student {
         for term in ["at", "rkd", "sp"] {
             let v = r["terms"][term].as_f64().unwrap_or(f64::NAN);
             assert!(v.is_finite() && v > 0.0, "{term}: {r}");
         }
     }
+}
+
+/// FitNets' regressor is made at the student's first step, trained by the student's optimizer,
+/// checkpointed (weights, batch-norm statistics, moments) and resumed exactly: a run stopped after
+/// the student's first step ends with the weights of the uninterrupted run, bit for bit.
+#[test]
+fn a_lazily_made_regressor_trains_and_resumes_exactly() {
+    use retort_e2e::run::{fresh_dir, retort};
+    let tmp = fresh_dir("fitnets-resume");
+    let hint = r#"{ plugin = "fitnets", params = { student_tap = "f2", teacher_tap = "f2" } }"#;
+    let whole = feature_run(&tmp, "whole", hint, &[]);
+    let cut = feature_run(&tmp, "cut", hint, &["--stop-after", "3"]);
+    let (ok, out, err) = retort(&["train", "--resume", cut.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    let ck = |run: &std::path::Path| {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("checkpoint/state.json")).unwrap()).unwrap();
+        candle_core::safetensors::load(
+            run.join("checkpoint").join(state["weights_file"].as_str().unwrap()),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let (a, b) = (ck(&whole), ck(&cut));
+    let reg: Vec<&String> = a.keys().filter(|k| k.contains("fitnets") && k.contains("reg.")).collect();
+    assert!(reg.len() >= 5, "the regressor's conv, bn weights and statistics are saved: {:?}", a.keys());
+    for (name, t) in &a {
+        let bits =
+            |t: &Tensor| t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(bits(t), bits(&b[name]), "{name}");
+    }
+}
+
+fn fitnets(host: &Host, cfg: &str, s: &Tensor, t: &Tensor, train: bool) -> candle_core::Result<f32> {
+    let lib = Library::load(&plugin("retort-loss-features")).unwrap();
+    let mut l = LossInstance::new(host, &lib, "fitnets", "hint", cfg).unwrap();
+    let inputs =
+        Inputs::new().tensor("student_feature", s).tensor("teacher_feature", t).scalar("train", f64::from(train));
+    l.loss(&inputs).map(|v| v.to_scalar::<f32>().unwrap()).map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
+/// §5.1: ConvReg's three shape cases (stride-2 conv, transposed conv, a (1+H_s−H_t)-sized kernel),
+/// a linear map for vectors, a clear error otherwise; and a zero loss when r is the identity and
+/// the features are equal.
+#[test]
+fn fitnets_regressor_covers_the_three_shape_cases_and_the_identity_gives_zero() {
+    let cases = [
+        ([2, 3, 8, 8], [2, 5, 4, 4], vec![5, 3, 3, 3]),
+        ([2, 3, 4, 4], [2, 5, 8, 8], vec![3, 5, 4, 4]),
+        ([2, 3, 6, 6], [2, 5, 4, 4], vec![5, 3, 3, 3]),
+    ];
+    for (k, (s, t, w)) in cases.into_iter().enumerate() {
+        let host = Host::cpu(k as u64);
+        let v =
+            fitnets(&host, "{}", &seeded_normal(&s, 1.0, 1), &seeded_normal(&t, 1.0, 2).relu().unwrap(), true).unwrap();
+        assert!(v.is_finite() && v > 0.0, "case {k}: {v}");
+        let weight = host.params.value("hint", "reg.conv.weight").unwrap();
+        assert_eq!(weight.dims(), w.as_slice(), "case {k}");
+    }
+    let host = Host::cpu(9);
+    fitnets(&host, "{}", &seeded_normal(&[2, 7], 1.0, 1), &seeded_normal(&[2, 9], 1.0, 2), true).unwrap();
+    assert_eq!(host.params.value("hint", "reg.linear.weight").unwrap().dims(), &[9, 7]);
+    let e = fitnets(
+        &Host::cpu(0),
+        "{}",
+        &seeded_normal(&[2, 3, 4, 4], 1.0, 1),
+        &seeded_normal(&[2, 3, 6, 6], 1.0, 2),
+        true,
+    );
+    assert!(e.unwrap_err().to_string().contains("no regressor maps a 4×4"));
+
+    // r = identity: a 1×1 conv with the identity kernel, batch norm in evaluation mode with its
+    // initial statistics (mean 0, variance 1), no ReLU.
+    let host = Host::cpu(4);
+    let eye: Vec<f32> = (0..9).map(|i| if i % 4 == 0 { 1.0 } else { 0.0 }).collect();
+    let eye = Tensor::from_vec(eye, (3, 3, 1, 1), &Device::Cpu).unwrap();
+    host.params.load("hint", [("reg.conv.weight".to_string(), eye)].into_iter().collect()).unwrap();
+    let f = seeded_normal(&[2, 3, 5, 5], 1.0, 3);
+    let v = fitnets(&host, r#"{"relu": false}"#, &f, &f, false).unwrap();
+    // Batch norm divides by √(1 + 1e-5): a relative error of 5·10⁻⁶ per value.
+    assert!(v < 1e-6, "identity regressor: {v}");
+    let two =
+        fitnets(&Host::cpu(4), r#"{"relu": false, "mode": "two_stage"}"#, &f, &(&f + 1.0).unwrap(), false).unwrap();
+    assert!(two > 0.0);
 }

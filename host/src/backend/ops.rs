@@ -440,6 +440,15 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             }
             super::warp::grid_sample(xs[0], xs[1])?
         }
+        nn::CONV_TRANSPOSE2D => {
+            if xs.len() != 2 || xs[0].rank() != 4 || xs[1].rank() != 4 {
+                return invalid("conv_transpose2d takes [x (N, C, H, W), w (C, O, kh, kw)]");
+            }
+            nargs(args, 4, "conv_transpose2d")?;
+            let a: Vec<usize> =
+                args.iter().map(|&v| usize_arg(v, "conv_transpose2d argument")).collect::<OpResult<_>>()?;
+            xs[0].conv_transpose2d(xs[1], a[0], a[1], a[2].max(1), a[3].max(1))?
+        }
         other => return unsupported("nn", other),
     })
 }
