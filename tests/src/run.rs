@@ -185,3 +185,24 @@ pub fn without_timing(mut r: Value) -> Value {
     }
     r
 }
+
+/// Every tensor of a run's last checkpoint, by name (`<slot>.<param>`).
+pub fn checkpoint_weights(run: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    let state: Value = serde_json::from_slice(&std::fs::read(run.join("checkpoint/state.json")).expect("state.json"))
+        .expect("state.json is JSON");
+    let file = run.join("checkpoint").join(state["weights_file"].as_str().expect("weights_file"));
+    candle_core::safetensors::load(file, &candle_core::Device::Cpu).expect("checkpoint weights")
+}
+
+/// Asserts that two runs' last checkpoints hold the same tensors, bit for bit.
+pub fn assert_same_checkpoints(a: &Path, b: &Path) {
+    let (x, y) = (checkpoint_weights(a), checkpoint_weights(b));
+    let bits = |t: &candle_core::Tensor| -> Vec<u32> {
+        let f = t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).expect("tensor");
+        f.to_vec1::<f32>().expect("f32").iter().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(x.len(), y.len(), "the same tensors");
+    for (name, t) in &x {
+        assert_eq!(bits(t), bits(&y[name]), "{name}");
+    }
+}

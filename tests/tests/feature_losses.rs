@@ -172,30 +172,17 @@ fn feature_terms_read_the_stages_taps_in_a_run() {
 /// the student's first step ends with the weights of the uninterrupted run, bit for bit.
 #[test]
 fn a_lazily_made_regressor_trains_and_resumes_exactly() {
-    use retort_e2e::run::{fresh_dir, retort};
+    use retort_e2e::run::{assert_same_checkpoints, checkpoint_weights, fresh_dir, retort};
     let tmp = fresh_dir("fitnets-resume");
     let hint = r#"{ plugin = "fitnets", params = { student_tap = "f2", teacher_tap = "f2" } }"#;
     let whole = feature_run(&tmp, "whole", hint, &[]);
     let cut = feature_run(&tmp, "cut", hint, &["--stop-after", "3"]);
     let (ok, out, err) = retort(&["train", "--resume", cut.to_str().unwrap()], &[]);
     assert!(ok, "{out}\n{err}");
-    let ck = |run: &std::path::Path| {
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(run.join("checkpoint/state.json")).unwrap()).unwrap();
-        candle_core::safetensors::load(
-            run.join("checkpoint").join(state["weights_file"].as_str().unwrap()),
-            &Device::Cpu,
-        )
-        .unwrap()
-    };
-    let (a, b) = (ck(&whole), ck(&cut));
+    let a = checkpoint_weights(&whole);
     let reg: Vec<&String> = a.keys().filter(|k| k.contains("fitnets") && k.contains("reg.")).collect();
     assert!(reg.len() >= 5, "the regressor's conv, bn weights and statistics are saved: {:?}", a.keys());
-    for (name, t) in &a {
-        let bits =
-            |t: &Tensor| t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(bits(t), bits(&b[name]), "{name}");
-    }
+    assert_same_checkpoints(&whole, &cut);
 }
 
 fn fitnets(host: &Host, cfg: &str, s: &Tensor, t: &Tensor, train: bool) -> candle_core::Result<f32> {
@@ -249,4 +236,108 @@ fn fitnets_regressor_covers_the_three_shape_cases_and_the_identity_gives_zero() 
     let two =
         fitnets(&Host::cpu(4), r#"{"relu": false, "mode": "two_stage"}"#, &f, &(&f + 1.0).unwrap(), false).unwrap();
     assert!(two > 0.0);
+}
+
+fn crd_instance(host: &Host, cfg: &str) -> LossInstance {
+    let lib = Library::load(&plugin("retort-loss-features")).unwrap();
+    LossInstance::new(host, &lib, "crd", "crd", cfg).unwrap()
+}
+
+fn row(host: &Host, name: &str, i: usize) -> Vec<f32> {
+    host.params.value("crd", name).unwrap().get(i).unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// §5.5: with the memories, heads and Z fixed, the loss is the NCE value computed by hand; the
+/// memory rows of the batch then hold normalize(μ·old + (1−μ)·v); Z is set once, at the first
+/// call, and kept.
+#[test]
+fn crd_matches_a_hand_computed_nce_value_and_updates_its_memories() {
+    let host = Host::cpu(5);
+    let t = |v: &[f32], shape: &[usize]| Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap();
+    // N = 3 samples, 2-d embeddings; rows 1 and 2 equal, so any negative drawn for id 0 scores alike.
+    let (a, c) = ([0.6f32, 0.8], [1.0f32, 0.0]);
+    let bank = t(&[a[0], a[1], c[0], c[1], c[0], c[1]], &[3, 2]);
+    let mt_bank = t(&[0.0, 1.0, -0.6, 0.8, -0.6, 0.8], &[3, 2]);
+    let eye = t(&[1.0, 0.0, 0.0, 1.0], &[2, 2]);
+    let zero = t(&[0.0, 0.0], &[2]);
+    let (zs, zt) = (2.0f32, 3.0f32);
+    let weights = [
+        ("embed_s.weight", eye.clone()),
+        ("embed_s.bias", zero.clone()),
+        ("embed_t.weight", eye),
+        ("embed_t.bias", zero),
+        ("memory_s", bank),
+        ("memory_t", mt_bank),
+        ("z", t(&[zs, zt], &[2])),
+    ];
+    host.params.load("crd", weights.into_iter().map(|(k, v)| (k.to_string(), v)).collect()).unwrap();
+    let cfg = r#"{"feat_dim": 2, "samples": 3, "negatives": 1, "temperature": 0.5, "sampling": "uniform"}"#;
+    let mut l = crd_instance(&host, cfg);
+    let (fs, ft) = ([3.0f32, 4.0], [0.0f32, 2.0]);
+    let inputs = Inputs::new()
+        .tensor("student_feature", &t(&fs, &[1, 2]))
+        .tensor("teacher_feature", &t(&ft, &[1, 2]))
+        .tensor("ids", &Tensor::new(&[0u32], &Device::Cpu).unwrap())
+        .tensor("labels", &Tensor::new(&[-1i64], &Device::Cpu).unwrap());
+    let got = l.loss(&inputs).unwrap().to_scalar::<f32>().unwrap() as f64;
+    // By hand: v_S = (0.6, 0.8), v_T = (0, 1); P = exp(⟨m, v⟩/τ)/Z; m·P_n = 1/3.
+    let dot = |m: [f32; 2], v: [f32; 2]| (m[0] * v[0] + m[1] * v[1]) as f64;
+    let (vs, vt) = ([0.6f32, 0.8], [0.0f32, 1.0]);
+    let side = |pos: f64, neg: f64, z: f64| {
+        let (p0, p1, mpn) = ((pos / 0.5).exp() / z, (neg / 0.5).exp() / z, 1.0 / 3.0);
+        -(p0 / (p0 + mpn + 1e-7)).ln() - (mpn / (p1 + mpn + 1e-7)).ln()
+    };
+    // The student's anchor against the teacher's memory (Z_S), the teacher's against the student's.
+    let want = side(dot([0.0, 1.0], vs), dot([-0.6, 0.8], vs), zs as f64) + side(dot(a, vt), dot(c, vt), zt as f64);
+    assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "{got} vs {want}");
+    // Memory rows at the batch's ids: normalize(0.5·old + 0.5·v).
+    for (name, old, v) in [("memory_s", a, vs), ("memory_t", [0.0, 1.0], vt)] {
+        let mix = [0.5 * (old[0] + v[0]), 0.5 * (old[1] + v[1])];
+        let n = (mix[0] * mix[0] + mix[1] * mix[1]).sqrt();
+        let r = row(&host, name, 0);
+        assert!((r[0] - mix[0] / n).abs() < 1e-6 && (r[1] - mix[1] / n).abs() < 1e-6, "{name}: {r:?}");
+        assert!(((r[0] * r[0] + r[1] * r[1]) - 1.0).abs() < 1e-6);
+        assert_eq!(
+            row(&host, name, 1),
+            if name == "memory_s" { c.to_vec() } else { vec![-0.6, 0.8] },
+            "other rows stay"
+        );
+    }
+    assert_eq!(host.params.value("crd", "z").unwrap().to_vec1::<f32>().unwrap(), vec![zs, zt], "Z is kept");
+
+    // A fresh instance sets Z at its first call, from that call's scores, and never again.
+    let host = Host::cpu(6);
+    let mut l = crd_instance(&host, r#"{"feat_dim": 4, "samples": 50, "negatives": 8}"#);
+    let batch = |seed: u64| {
+        Inputs::new()
+            .tensor("student_feature", &seeded_normal(&[5, 6], 1.0, seed))
+            .tensor("teacher_feature", &seeded_normal(&[5, 3], 1.0, seed + 1))
+            .tensor("ids", &Tensor::new(&[1u32, 7, 9, 20, 49], &Device::Cpu).unwrap())
+            .tensor("labels", &Tensor::new(&[0i64, 1, 0, 2, 1], &Device::Cpu).unwrap())
+    };
+    l.loss(&batch(1)).unwrap();
+    let z1 = host.params.value("crd", "z").unwrap().to_vec1::<f32>().unwrap();
+    assert!(z1[0] > 0.0 && z1[1] > 0.0, "{z1:?}");
+    l.loss(&batch(3)).unwrap();
+    assert_eq!(host.params.value("crd", "z").unwrap().to_vec1::<f32>().unwrap(), z1);
+    let seen = host.params.value("crd", "labels").unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!((seen[7], seen[20], seen[2]), (1.0, 2.0, -1.0), "labels seen per sample");
+    let e = l.loss(&batch(1).tensor("ids", &Tensor::new(&[1u32, 7, 9, 20, 50], &Device::Cpu).unwrap()));
+    assert!(e.unwrap_err().to_string().contains("sample id 50 is outside the memory of 50 rows"));
+}
+
+/// CRD's memories, Z and heads are saved with the run: a run stopped after the student's first
+/// step resumes to the uninterrupted run's weights and memories, bit for bit.
+#[test]
+fn crd_state_survives_a_resume() {
+    use retort_e2e::run::{assert_same_checkpoints, checkpoint_weights, fresh_dir, retort};
+    let tmp = fresh_dir("crd-resume");
+    let term = r#"{ plugin = "crd", weight = 0.8, params = { feat_dim = 16, negatives = 64 } }"#;
+    let whole = feature_run(&tmp, "whole", term, &[]);
+    let cut = feature_run(&tmp, "cut", term, &["--stop-after", "3"]);
+    let (ok, out, err) = retort(&["train", "--resume", cut.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    let a = checkpoint_weights(&whole);
+    assert!(a.keys().any(|k| k.ends_with("memory_s")) && a.keys().any(|k| k.ends_with(".z")), "{:?}", a.keys());
+    assert_same_checkpoints(&whole, &cut);
 }
