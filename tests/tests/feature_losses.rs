@@ -1,6 +1,8 @@
-//! Feature and relational losses against the methods spec's checks (§5.2–§5.4): attention
-//! transfer's scale invariance and pooling of mismatched maps, RKD's invariance to similarity
-//! transforms (and not to anisotropic scaling), SP's invariance to feature scale and width.
+//! Feature and relational losses against the methods spec's checks (§5.1–§5.6): FitNets'
+//! regressor shapes and identity, attention transfer's scale invariance and pooling of mismatched
+//! maps, RKD's invariance to similarity transforms (and not to anisotropic scaling), SP's
+//! invariance to feature scale and width, CRD's NCE value, memories and Z, OFA's projectors and
+//! loss; and the adapters' exact resume through the trainer.
 use candle_core::{Device, Tensor};
 use retort::{Host, Inputs, Library, LossInstance};
 use retort_e2e::{plugin, seeded_normal};
@@ -149,18 +151,19 @@ losses = [{{ plugin = "cross-entropy" }}, {losses}]
     tmp.join(name)
 }
 
-/// Through the trainer: AT over two stages, RKD on the pooled vectors and SP on the last map, each
+/// Through the trainer: AT over two stages, RKD on the pooled vectors, SP on the last map and OFA's
+/// projectors on both stages, each
 /// reading the stage's `student` and `teacher` taps by their names; every term finite and positive.
 #[test]
 fn feature_terms_read_the_stages_taps_in_a_run() {
     use retort_e2e::run::{fresh_dir, train_records};
     let tmp = fresh_dir("feature-terms");
-    let losses = r#"{ plugin = "at", params = { student_taps = ["f1", "f2"] } }, { plugin = "rkd" }, { plugin = "sp", params = { student_tap = "f2", teacher_tap = "f2" } }"#;
+    let losses = r#"{ plugin = "at", params = { student_taps = ["f1", "f2"] } }, { plugin = "rkd" }, { plugin = "sp", params = { student_tap = "f2", teacher_tap = "f2" } }, { plugin = "ofa", params = { stage_taps = ["f1", "f2"] } }"#;
     let recs = train_records(&feature_run(&tmp, "features", losses, &[]));
     let student: Vec<_> = recs.iter().filter(|r| r["stage"] == "student").collect();
     assert_eq!(student.len(), 4);
     for r in student {
-        for term in ["at", "rkd", "sp"] {
+        for term in ["at", "rkd", "sp", "ofa"] {
             let v = r["terms"][term].as_f64().unwrap_or(f64::NAN);
             assert!(v.is_finite() && v > 0.0, "{term}: {r}");
         }
@@ -340,4 +343,70 @@ fn crd_state_survives_a_resume() {
     let a = checkpoint_weights(&whole);
     assert!(a.keys().any(|k| k.ends_with("memory_s")) && a.keys().any(|k| k.ends_with(".z")), "{:?}", a.keys());
     assert_same_checkpoints(&whole, &cut);
+}
+
+/// §5.6: with ε = 1 the target enhancement loss is soft-target CE at T = 1; every stage's
+/// projector (SepConv blocks, the last stage's 1×1 conv, an MLP for vectors) ends in the classes;
+/// gradients reach the student's stages and the projectors, never the teacher.
+#[test]
+fn ofa_is_soft_target_ce_at_eps_one_and_trains_projectors_not_the_teacher() {
+    use candle_core::Var;
+    let host = Host::cpu(8);
+    let lib = Library::load(&plugin("retort-loss-features")).unwrap();
+    let zs = Var::from_tensor(&seeded_normal(&[4, 10], 1.0, 1)).unwrap();
+    let zt = Var::from_tensor(&seeded_normal(&[4, 10], 2.0, 2)).unwrap();
+    let maps = [[4, 4, 28, 28], [4, 8, 14, 14], [4, 16, 7, 7]];
+    let feats: Vec<Var> = maps
+        .iter()
+        .enumerate()
+        .map(|(k, s)| Var::from_tensor(&seeded_normal(s, 1.0, 10 + k as u64)).unwrap())
+        .collect();
+    for (k, f) in feats.iter().enumerate() {
+        host.taps.record("student", &format!("f{}", k + 1), f.as_tensor());
+    }
+    let labels = Tensor::new(&[3i64, -100, 0, 9], &Device::Cpu).unwrap();
+    let inputs = Inputs::new()
+        .tensor("student", zs.as_tensor())
+        .tensor("teacher", zt.as_tensor())
+        .tensor("labels", &labels)
+        .scalar("train", 1.0);
+    // Only the logits' term: −Σ p_T log p_S, whatever the labels.
+    let mut own =
+        LossInstance::new(&host, &lib, "ofa", "own", r#"{"stage_taps": [], "ofa_weight": 0.0, "width": 8}"#).unwrap();
+    let got = own.loss(&inputs).unwrap().to_scalar::<f32>().unwrap();
+    let pt = softmax_rows(zt.as_tensor());
+    let ls = softmax_rows(zs.as_tensor()).log().unwrap();
+    let want = (pt * ls).unwrap().sum(1).unwrap().neg().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+
+    let mut l = LossInstance::new(&host, &lib, "ofa", "ofa", r#"{"width": 32, "eps": [1.5]}"#).unwrap();
+    let loss = l.loss(&inputs).unwrap();
+    assert!(loss.to_scalar::<f32>().unwrap().is_finite());
+    for s in 1..=3 {
+        let head = host.params.value("ofa", &format!("proj{s}.head.weight")).unwrap();
+        assert_eq!(head.dims()[0], 10, "stage {s} projects to the classes");
+    }
+    assert!(host.params.value("ofa", "proj1.block1.b.pw").is_some(), "stage 1 of 3: two SepConv blocks");
+    assert!(host.params.value("ofa", "proj3.conv").is_some(), "the last stage: a 1×1 conv");
+    let grads = retort::backend::backward(&loss).unwrap();
+    for (k, f) in feats.iter().enumerate() {
+        assert!(grads.get(f.as_tensor()).is_some(), "stage {} gets a gradient", k + 1);
+    }
+    assert!(grads.get(zs.as_tensor()).is_some());
+    assert!(grads.get(zt.as_tensor()).is_none(), "no gradient reaches the teacher");
+    let head = host.params.value("ofa", "proj2.head.weight").unwrap();
+    assert!(grads.get(&head).is_some(), "the projectors train");
+
+    // Vector features (an MLP's layers): a linear → ReLU → linear projector.
+    let host = Host::cpu(9);
+    host.taps.record("student", "layer1", &seeded_normal(&[4, 20], 1.0, 3));
+    let mut v = LossInstance::new(&host, &lib, "ofa", "ofa", r#"{"stage_taps": ["layer1"], "width": 12}"#).unwrap();
+    assert!(v.loss(&inputs).unwrap().to_scalar::<f32>().unwrap().is_finite());
+    assert_eq!(host.params.value("ofa", "proj1.head.weight").unwrap().dims(), &[10, 12]);
+}
+
+fn softmax_rows(z: &Tensor) -> Tensor {
+    let m = z.max_keepdim(1).unwrap();
+    let e = z.broadcast_sub(&m).unwrap().exp().unwrap();
+    e.broadcast_div(&e.sum_keepdim(1).unwrap()).unwrap()
 }

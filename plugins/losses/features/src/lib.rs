@@ -4,6 +4,7 @@
 mod at;
 mod crd;
 mod fitnets;
+mod ofa;
 mod rkd;
 mod sp;
 mod taps;
@@ -11,9 +12,10 @@ mod taps;
 pub use at::{attention_map, At};
 pub use crd::Crd;
 pub use fitnets::{conv_reg_plan, FitNets};
+pub use ofa::{ofa_rows, Ofa};
 pub use rkd::Rkd;
 pub use sp::Sp;
 
 retort_sdk::export_plugins! {
-    loss: [At, Rkd, Sp, FitNets, Crd],
+    loss: [At, Rkd, Sp, FitNets, Crd, Ofa],
 }
