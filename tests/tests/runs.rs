@@ -298,3 +298,24 @@ fn runs_compare_groups_seeds_and_prints_mean_and_std() {
     let (ok, _, err) = retort(&["runs", "compare", d.join("nowhere").to_str().unwrap()], &[]);
     assert!(!ok && err.contains("nowhere"), "{err}");
 }
+
+/// Taps are kept only once read: a term reading a feature the stage never read before, added
+/// live, gets it (the step runs again keeping every tap) and trains, and the run does not stop.
+#[test]
+fn a_live_term_reading_a_new_tap_gets_it() {
+    let d = fresh_dir("runs-livetap");
+    let ce = "{ plugin = \"cross-entropy\" }";
+    let cfg = write(&d, "run.toml", &config(&d, "live", 60, ce));
+    let child = spawn(&["train", cfg.to_str().unwrap(), "--watch"]);
+    let run = d.join("live");
+    wait_for("the student stage", || (last_step(&run) >= 25).then_some(()));
+    let hint = "{ plugin = \"fitnets\", params = { student_tap = \"layer1\", teacher_tap = \"layer1\" } }";
+    write(&d, "run.toml", &config(&d, "live", 60, &format!("{ce}, {hint}")));
+    wait_for("config_applied", || events(&run, "config_applied").into_iter().next());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs: Vec<Value> = retort_e2e::run::train_records(&run);
+    let hinted: Vec<f64> = recs.iter().filter_map(|r| r["terms"].get("fitnets").and_then(Value::as_f64)).collect();
+    assert!(!hinted.is_empty() && hinted.iter().all(|v| v.is_finite()), "{hinted:?}");
+    assert!(events(&run, "step_skipped").is_empty() && events(&run, "stopped").is_empty());
+}

@@ -170,12 +170,21 @@ pub struct TapStore {
     rewrite_error: Mutex<Option<(String, String)>>,
     /// Off during evaluation, where nothing reads a tap (rewrites still apply).
     off: std::sync::atomic::AtomicBool,
+    /// Tap names worth keeping (`None`: every tap), learned from what was read.
+    wanted: Mutex<Option<std::collections::HashSet<String>>>,
+    /// Tap names read since the store last recorded everything.
+    read: Mutex<std::collections::HashSet<String>>,
+    /// A read asked for a tap name that was not being kept.
+    missed: std::sync::atomic::AtomicBool,
 }
 
 impl TapStore {
     /// Records a tap of the model in `role`.
     pub fn record(&self, role: &str, name: &str, t: &Tensor) {
         if self.off.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if lock(&self.wanted).as_ref().is_some_and(|w| !w.contains(name)) {
             return;
         }
         lock(&self.taps).entry(role.to_string()).or_default().insert(name.to_string(), t.clone());
@@ -251,7 +260,39 @@ impl TapStore {
     /// this step.
     pub fn get(&self, role: &str, name: &str) -> Option<Tensor> {
         let slot = lock(&self.aliases).get(role).cloned().unwrap_or_else(|| role.to_string());
-        lock(&self.taps).get(&slot).and_then(|m| m.get(name)).cloned()
+        let found = lock(&self.taps).get(&slot).and_then(|m| m.get(name)).cloned();
+        let mut read = lock(&self.read);
+        if !read.contains(name) {
+            read.insert(name.to_string());
+        }
+        if found.is_none() && lock(&self.wanted).as_ref().is_some_and(|w| !w.contains(name)) {
+            self.missed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Keeps every tap from now on, and forgets what was read (a stage's first step).
+    pub fn keep_all(&self) {
+        *lock(&self.wanted) = None;
+        lock(&self.read).clear();
+        self.missed.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Keeps from now on only the tap names read since [`TapStore::keep_all`]: a run whose
+    /// plugins read no tap keeps none.
+    pub fn keep_read(&self) {
+        *lock(&self.wanted) = Some(lock(&self.read).clone());
+    }
+
+    /// Whether a read asked for a tap name not being kept since the last call (the step should be
+    /// run again keeping every tap).
+    pub fn take_missed(&self) -> bool {
+        self.missed.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether every tap is kept.
+    pub fn keeps_all(&self) -> bool {
+        lock(&self.wanted).is_none()
     }
 
     /// Makes `alias` (`student`, `teacher`) refer to the model slot `slot`, or to nothing.
@@ -281,6 +322,7 @@ impl TapStore {
     }
     /// Forgets every tap (at the start of a step).
     pub fn clear(&self) {
+        self.missed.store(false, std::sync::atomic::Ordering::Relaxed);
         lock(&self.taps).clear();
     }
 }
@@ -450,5 +492,26 @@ mod tests {
         let grads = loss.backward().unwrap();
         // Only the direct path reaches w: d/dw of Σw is 1, the tap's 3 is cut.
         assert_eq!(grads.get(w.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn after_a_first_step_only_the_taps_read_are_kept_and_a_new_read_is_flagged() {
+        let taps = TapStore::default();
+        let x = Tensor::new(&[1.0f32], &Device::Cpu).unwrap();
+        taps.keep_all();
+        taps.record("s", "layer1", &x);
+        taps.record("s", "layer2", &x);
+        assert!(taps.get("s", "layer2").is_some());
+        taps.keep_read();
+        taps.clear();
+        taps.record("s", "layer1", &x);
+        taps.record("s", "layer2", &x);
+        assert_eq!(taps.names("s"), vec!["layer2".to_string()], "only what was read is kept");
+        assert!(!taps.take_missed());
+        assert!(taps.get("s", "layer1").is_none());
+        assert!(taps.take_missed(), "reading a tap no longer kept is flagged");
+        taps.keep_all();
+        taps.record("s", "layer1", &x);
+        assert!(taps.get("s", "layer1").is_some() && taps.keeps_all());
     }
 }

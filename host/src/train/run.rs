@@ -439,6 +439,8 @@ impl Trainer {
         // Feature losses ask for the `student` and `teacher` taps whatever the slots are called.
         self.host.taps.set_alias("student", Some(st.train.primary()).filter(|s| !s.is_empty()));
         self.host.taps.set_alias("teacher", st.teacher.as_deref());
+        // The stage's first step keeps every tap and notes which are read; later steps keep those.
+        self.host.taps.keep_all();
         if !resuming {
             self.share_parameters(&st)?;
         }
@@ -522,6 +524,12 @@ impl Trainer {
                 let out = loop {
                     match self.compute_step(&st, &batch, &mut losses, &mut opt, (step, epoch, total)) {
                         Ok(o) => break Some(o),
+                        // A plugin (or a term's input) read a tap that earlier steps never read, so
+                        // it was not kept: the step runs again keeping every tap, learning the read.
+                        Err(_) if self.host.taps.take_missed() && !self.host.taps.keeps_all() => {
+                            self.host.taps.keep_all();
+                            continue;
+                        }
                         Err(StepError::Host(e)) => return Err(self.stop_on_host_error(e, &losses, &opt)),
                         Err(StepError::Fault(f)) => match self.on_fault(f, i, &mut losses, &opt)? {
                             Handled::Retry => continue,
@@ -533,6 +541,10 @@ impl Trainer {
                     self.state.batch = batch.index + 1;
                     continue;
                 };
+                // Learn the reads from a step where every objective ran (`update_every`).
+                if self.host.taps.keeps_all() && grads.iter().all(Option::is_some) {
+                    self.host.taps.keep_read();
+                }
                 let lr = lr_at(&sched, base_lr, step, total, spe);
                 // The schedule is linear in the base rate: objectives with their own rate follow it.
                 opt.step(&grads, lr, lr_at(&sched, 1.0, step, total, spe))?;
