@@ -5,7 +5,7 @@
 //! valid tokens for the token mean.
 use serde::{Deserialize, Serialize};
 
-use crate::{DType, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
 /// Which value a teacher-target loss reports: KL(p‖q), or the cross-entropy form −Σ p log q
 /// (KL plus the target's entropy, as DistiLLM, TAID and SinKD report). Same student gradient.
@@ -100,6 +100,20 @@ pub fn reduce_rows(rows: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
             let total = rows.mul(&m)?.sum_all()?;
             total.div(&m.sum_all()?.clamp(1.0, f64::INFINITY)?)
         }
+    }
+}
+
+/// A model's `input` as images `[B, C, H, W]`: as given, or `[B, C·H·W]` rows of square images
+/// of `channels` channels reshaped; `model` names the plugin in the error for any other rank.
+pub fn as_images(input: Tensor, channels: usize, model: &str) -> Result<Tensor> {
+    match input.rank() {
+        4 => Ok(input),
+        2 => {
+            let (b, n) = (input.dim(0)?, input.dim(1)?);
+            let side = ((n / channels.max(1)) as f64).sqrt() as usize;
+            input.reshape(&[b, channels, side, side])
+        }
+        r => Err(Error::invalid(format!("{model}: input of rank {r}; expected [B, C, H, W] or [B, H·W]"))),
     }
 }
 

@@ -19,11 +19,10 @@ impl Conv2d {
         padding: usize,
         stride: usize,
     ) -> Result<Self> {
+        let mut conv = Self::no_bias(ctx, prefix, in_ch, out_ch, kernel, padding, stride)?;
         let fan_in = in_ch * kernel * kernel;
-        let weight =
-            ctx.var(&super::join(prefix, "weight"), &[out_ch, in_ch, kernel, kernel], init::fan_in_uniform(fan_in))?;
-        let bias = Some(ctx.var(&super::join(prefix, "bias"), &[out_ch], init::fan_in_uniform(fan_in))?);
-        Ok(Conv2d { weight, bias, padding, stride: stride.max(1) })
+        conv.bias = Some(ctx.var(&super::join(prefix, "bias"), &[out_ch], init::fan_in_uniform(fan_in))?);
+        Ok(conv)
     }
 
     /// As [`Conv2d::new`] without a bias (a convolution followed by batch norm, whose shift

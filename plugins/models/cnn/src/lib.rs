@@ -103,15 +103,7 @@ impl ModelPlugin for Cnn {
     fn forward(&mut self, batch: &Batch) -> Result<Tensor> {
         let train = batch.is_training();
         let input = batch.tensor("input")?;
-        let mut x = match input.rank() {
-            4 => input,
-            2 => {
-                let (b, n) = (input.dim(0)?, input.dim(1)?);
-                let side = ((n / self.in_channels.max(1)) as f64).sqrt() as usize;
-                input.reshape(&[b, self.in_channels, side, side])?
-            }
-            r => return Err(Error::invalid(format!("cnn: input of rank {r}; expected [B, C, H, W] or [B, H·W]"))),
-        };
+        let mut x = retort_sdk::functional::as_images(input, self.in_channels, "cnn")?;
         for (i, b) in self.blocks.iter().enumerate() {
             x = b.conv.forward(&x)?;
             if let Some(bn) = &b.bn {

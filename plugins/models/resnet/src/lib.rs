@@ -1,4 +1,5 @@
-//! `resnet`: a residual network of basic blocks (He et al. 2016, the CIFAR layout): a 3×3 stem,
+//! `resnet`: a residual network of basic blocks (He et al. 2016, the CIFAR layout): a 3×3 stem
+//! (stride 1, or 2 to quarter the compute),
 //! stages of `blocks` blocks each (3×3 conv → BN → ReLU → 3×3 conv → BN, plus the input or a
 //! 1×1 conv + BN projection, then ReLU; every stage after the first halves the size), global
 //! average pooling and a linear head. Taps as feature methods index them (methods spec §5):
@@ -18,6 +19,9 @@ pub struct Config {
     /// width of the stem
     #[param(default = 16)]
     pub stem: usize,
+    /// stride of the stem convolution (2 halves every map: a quarter of the compute on small budgets)
+    #[param(default = 1)]
+    pub stem_stride: usize,
     /// width of each stage; each stage after the first halves the spatial size
     #[param(default = vec![16, 32, 64])]
     pub widths: Vec<usize>,
@@ -112,7 +116,10 @@ impl Plugin for ResNet {
             return Err(Error::config("resnet: every stage needs at least one block"));
         }
         let bn = cfg.batch_norm;
-        let stem = ConvBn::new(&ctx, "stem", cfg.in_channels, cfg.stem, 3, 1, bn)?;
+        if cfg.stem_stride == 0 {
+            return Err(Error::config("resnet: stem_stride must be ≥ 1"));
+        }
+        let stem = ConvBn::new(&ctx, "stem", cfg.in_channels, cfg.stem, 3, cfg.stem_stride, bn)?;
         let mut stages = Vec::new();
         let mut cin = cfg.stem;
         for (s, (&w, &n)) in cfg.widths.iter().zip(&blocks).enumerate() {
@@ -143,15 +150,7 @@ impl ModelPlugin for ResNet {
     fn forward(&mut self, batch: &Batch) -> Result<Tensor> {
         let train = batch.is_training();
         let input = batch.tensor("input")?;
-        let x = match input.rank() {
-            4 => input,
-            2 => {
-                let (b, n) = (input.dim(0)?, input.dim(1)?);
-                let side = ((n / self.in_channels.max(1)) as f64).sqrt() as usize;
-                input.reshape(&[b, self.in_channels, side, side])?
-            }
-            r => return Err(Error::invalid(format!("resnet: input of rank {r}; expected [B, C, H, W] or [B, H·W]"))),
-        };
+        let x = retort_sdk::functional::as_images(input, self.in_channels, "resnet")?;
         let mut x = self.ctx.tap("f0", &self.stem.forward(&x, train)?.relu()?)?;
         for (s, stage) in self.stages.iter().enumerate() {
             for block in stage {
