@@ -245,13 +245,7 @@ fn a_hard_stage_trains_the_augmenter_and_leaves_the_teacher() {
     let mu = load("aug.safetensors")["mu.bias"].to_vec1::<f32>().unwrap();
     assert!(mu[2] != 0.0 && mu[5] != 0.0 && mu[0] == 0.0, "θ's translation learned, the rest held: {mu:?}");
     // The teacher's weights at the end are those its own stage saved.
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("checkpoint/state.json")).unwrap()).unwrap();
-    let ck = candle_core::safetensors::load(
-        run.join("checkpoint").join(state["weights_file"].as_str().unwrap()),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let ck = retort_e2e::run::checkpoint_weights(&run);
     for (name, t) in load("teacher.safetensors") {
         let bits = |t: &Tensor| {
             t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
