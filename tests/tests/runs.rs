@@ -319,3 +319,19 @@ fn a_live_term_reading_a_new_tap_gets_it() {
     assert!(!hinted.is_empty() && hinted.iter().all(|v| v.is_finite()), "{hinted:?}");
     assert!(events(&run, "step_skipped").is_empty() && events(&run, "stopped").is_empty());
 }
+
+/// A model checkpoint that is not there stops the run before its directory exists, so running it
+/// again once the file is there is not refused as an existing run.
+#[test]
+fn a_missing_model_checkpoint_changes_nothing_on_disk() {
+    let d = fresh_dir("runs-missing-ck");
+    let text =
+        config(&d, "nock", 1, "{ plugin = \"cross-entropy\" }").replace("params = {{ hidden = [48] }}", "").replace(
+            "[models.teacher]\nplugin = \"mlp\"\nparams = { hidden = [48] }",
+            "[models.teacher]\nplugin = \"mlp\"\nparams = { hidden = [48] }\ncheckpoint = \"nowhere/t.safetensors\"",
+        );
+    let cfg = write(&d, "nock.toml", &text);
+    let (ok, _, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("models.teacher.checkpoint") && err.contains("nowhere/t.safetensors"), "{err}");
+    assert!(!d.join("nock").exists(), "no run directory");
+}

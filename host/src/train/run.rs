@@ -229,6 +229,15 @@ impl Trainer {
         } else {
             (Split::Test, test.clone())
         };
+        // Weights to load, like the data, are checked before the run directory exists.
+        for (slot, m) in &cfg.models {
+            if let Some(ck) = m.checkpoint.as_ref().filter(|ck| !ck.is_file()) {
+                return Err(TrainError::Other(format!(
+                    "models.{slot}.checkpoint: {} does not exist (train that model first, or fix the path)",
+                    std::path::absolute(ck).unwrap_or_else(|_| ck.clone()).display()
+                )));
+            }
+        }
         let run_dir = match &opts.resume {
             Some(dir) => dir.clone(),
             None => {
