@@ -325,11 +325,10 @@ fn a_live_term_reading_a_new_tap_gets_it() {
 #[test]
 fn a_missing_model_checkpoint_changes_nothing_on_disk() {
     let d = fresh_dir("runs-missing-ck");
-    let text =
-        config(&d, "nock", 1, "{ plugin = \"cross-entropy\" }").replace("params = {{ hidden = [48] }}", "").replace(
-            "[models.teacher]\nplugin = \"mlp\"\nparams = { hidden = [48] }",
-            "[models.teacher]\nplugin = \"mlp\"\nparams = { hidden = [48] }\ncheckpoint = \"nowhere/t.safetensors\"",
-        );
+    let text = config(&d, "nock", 1, "{ plugin = \"cross-entropy\" }").replace(
+        "[models.teacher]\nplugin = \"mlp\"\nparams = { hidden = [48] }",
+        "[models.teacher]\nplugin = \"mlp\"\nparams = { hidden = [48] }\ncheckpoint = \"nowhere/t.safetensors\"",
+    );
     let cfg = write(&d, "nock.toml", &text);
     let (ok, _, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("models.teacher.checkpoint") && err.contains("nowhere/t.safetensors"), "{err}");
