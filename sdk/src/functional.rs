@@ -103,6 +103,12 @@ pub fn reduce_rows(rows: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
+/// Rows (the last dim) scaled to unit L2 norm, `v / √(‖v‖² + 1e-12)`: embeddings for contrastive
+/// losses and memory banks.
+pub fn l2_normalize(v: &Tensor) -> Result<Tensor> {
+    v.broadcast_div(&v.sqr()?.sum_keepdim(v.rank() - 1)?.affine(1.0, 1e-12)?.sqrt()?)
+}
+
 /// A model's `input` as images `[B, C, H, W]`: as given, or `[B, C·H·W]` rows of square images
 /// of `channels` channels reshaped; `model` names the plugin in the error for any other rank.
 pub fn as_images(input: Tensor, channels: usize, model: &str) -> Result<Tensor> {

@@ -86,15 +86,20 @@ fn gather(runs: &[PathBuf]) -> anyhow::Result<Vec<Group>> {
     Ok(groups.into_iter().map(|(_, g)| g).collect())
 }
 
-/// `mean ± sample std` (just the value for one run), with `digits` decimals.
-fn cell(v: &[f64], digits: usize) -> String {
+/// The mean and, over two or more values, the sample standard deviation.
+fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
-    if v.len() < 2 {
-        return format!("{mean:.digits$}");
+    let sd = (v.len() > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    (mean, sd)
+}
+
+/// `mean ± sample std` (just the value for one run), with `digits` decimals.
+fn cell(v: &[f64], digits: usize) -> String {
+    match mean_std(v) {
+        (mean, Some(sd)) => format!("{mean:.digits$} ± {sd:.digits$}"),
+        (mean, None) => format!("{mean:.digits$}"),
     }
-    let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-    format!("{mean:.digits$} ± {sd:.digits$}")
 }
 
 fn digits(metric: &str) -> usize {
@@ -139,15 +144,10 @@ pub fn table(runs: &[PathBuf], columns: &[String], format: Format) -> anyhow::Re
                 }
                 Format::Csv => {
                     let stat = |c: &String| -> (String, String) {
-                        let Some(v) = row.get(c) else { return (String::new(), String::new()) };
-                        let n = v.len() as f64;
-                        let mean = v.iter().sum::<f64>() / n;
-                        let sd = if v.len() > 1 {
-                            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt().to_string()
-                        } else {
-                            String::new()
-                        };
-                        (mean.to_string(), sd)
+                        match row.get(c).map(|v| mean_std(v)) {
+                            Some((mean, sd)) => (mean.to_string(), sd.map(|x| x.to_string()).unwrap_or_default()),
+                            None => (String::new(), String::new()),
+                        }
                     };
                     let (means, sds): (Vec<String>, Vec<String>) = columns.iter().map(stat).unzip();
                     out.push_str(&format!("{label},{slot},{seeds},{},{}\n", means.join(","), sds.join(",")));

@@ -5,7 +5,9 @@
 //! negatives in the other network's bank, `P = exp(⟨m, v⟩/τ)/Z` with `Z` fixed at the first step,
 //! and the NCE loss with `P_n = 1/N` is summed over both sides. After scoring, the banks' rows at
 //! the batch's ids move to `normalize(μ·old + (1−μ)·v)`.
-use retort_sdk::{ctx::init, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{
+    ctx::init, functional::l2_normalize, params, Batch, Ctx, DType, Error, LossPlugin, Plugin, Result, Tensor,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::taps::feature;
@@ -75,19 +77,10 @@ impl Plugin for Crd {
     }
 }
 
-/// Rows scaled to unit L2 norm.
-fn normalise(v: &Tensor) -> Result<Tensor> {
-    v.broadcast_div(&v.sqr()?.sum_keepdim(1)?.affine(1.0, 1e-12)?.sqrt()?)
-}
-
 impl Crd {
-    fn embed(&mut self, side: usize, x: &Tensor) -> Result<Tensor> {
-        let x = x.flatten_from(1)?;
-        if self.heads.is_none() {
-            return Err(Error::invalid("crd: heads not made"));
-        }
-        let (w, b) = &self.heads.as_ref().map(|h| h[side].clone()).ok_or_else(|| Error::invalid("crd: no head"))?;
-        normalise(&x.linear(w, Some(b))?)
+    fn embed(&self, side: usize, x: &Tensor) -> Result<Tensor> {
+        let (w, b) = self.heads.as_ref().map(|h| &h[side]).ok_or_else(|| Error::invalid("crd: no head"))?;
+        l2_normalize(&x.flatten_from(1)?.linear(w, Some(b))?)
     }
 
     fn make(&mut self, ds: usize, dt: usize) -> Result<()> {
@@ -193,7 +186,7 @@ impl Crd {
             self.ctx.tensor(&ids.iter().flat_map(|&i| std::iter::repeat_n(i, d)).collect::<Vec<u32>>(), &[b, d])?;
         for (mem, v) in [(&ms, vs.detach()?), (&mt, vt.detach()?)] {
             let old = mem.index_select(&at, 0)?;
-            let new = normalise(&old.affine(mu, 0.0)?.add(&v.affine(1.0 - mu, 0.0)?)?)?;
+            let new = l2_normalize(&old.affine(mu, 0.0)?.add(&v.affine(1.0 - mu, 0.0)?)?)?;
             self.ctx.assign(mem, &mem.scatter_add(&rows_at, &new.sub(&old)?, 0)?)?;
         }
         if labels.iter().any(|&y| y >= 0) {

@@ -2,7 +2,7 @@
 //! [unverified] reconstruction): embeddings `v` (clean pass) and `v̂` (perturbed pass) through an
 //! optional linear projection head (made at the first step, trained with the term's objective),
 //! L2-normalised, and `L = −(1/B) Σ_b log softmax_j(⟨v_b, v̂_j⟩/τ_c)[b]`.
-use retort_sdk::{ctx::init, params, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
+use retort_sdk::{ctx::init, functional::l2_normalize, params, Batch, Ctx, LossPlugin, Plugin, Result, Tensor};
 
 /// Parameters of `info-nce`.
 #[params]
@@ -32,11 +32,6 @@ impl Plugin for InfoNce {
     }
 }
 
-pub(crate) fn normalise(v: &Tensor) -> Result<Tensor> {
-    let norm = v.sqr()?.sum_keepdim(-1)?.affine(1.0, 1e-12)?.sqrt()?;
-    v.broadcast_div(&norm)
-}
-
 impl InfoNce {
     fn project(&mut self, v: &Tensor) -> Result<Tensor> {
         if self.cfg.projection == 0 {
@@ -58,7 +53,7 @@ impl InfoNce {
     fn rows(&mut self, batch: &Batch) -> Result<Tensor> {
         let a = batch.tensor("anchor")?.flatten_from(1)?;
         let p = batch.tensor("positive")?.flatten_from(1)?;
-        let (a, p) = (normalise(&self.project(&a)?)?, normalise(&self.project(&p)?)?);
+        let (a, p) = (l2_normalize(&self.project(&a)?)?, l2_normalize(&self.project(&p)?)?);
         let logits = a.matmul(&p.t()?)?.affine(1.0 / self.cfg.temperature, 0.0)?;
         let n = logits.dim(0)?;
         let own: Vec<u32> = (0..n as u32).collect();
