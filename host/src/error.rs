@@ -17,6 +17,10 @@ pub enum HostError {
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A request the host cannot serve with this model or input (generation from a model that is
+    /// not a language model, ragged prompts).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Result with [`HostError`].

@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod hot;
 pub mod instance;
 pub mod loader;

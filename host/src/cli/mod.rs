@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 mod compare;
 mod device;
+mod generate;
 mod new;
 mod plugins;
 mod runs;
@@ -79,6 +80,8 @@ enum Command {
         /// The run directory (`runs/<name>`).
         run_dir: PathBuf,
     },
+    /// Sample text from a trained language model of a run (`retort generate RUN --prompt TEXT`).
+    Generate(generate::GenerateArgs),
     /// Offline teachers: cache a trained model's top-k logits for the `cached` teacher plugin.
     Teacher {
         #[command(subcommand)]
@@ -130,6 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             train::train(train::TrainArgs { file, resume, overwrite, stop_after, watch, dev })
         }
         Command::Eval { run_dir } => train::eval(run_dir),
+        Command::Generate(args) => generate::run(args),
         Command::New { kind, name, dir, retort_src } => new::run(new::NewArgs { kind, name, dir, retort_src }),
         Command::Runs { command } => runs::run(command),
         Command::Teacher { command } => teacher::run(command),

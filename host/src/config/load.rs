@@ -198,14 +198,69 @@ fn validate_graph(cfg: &RunConfig, i: usize, st: &StageSection, ready: &[&str]) 
     Ok(())
 }
 
+/// The text-only keys and the keys that mean nothing for text.
+fn validate_text(cfg: &RunConfig) -> Result<(), (String, String)> {
+    let fail = |k: &str, m: String| Err((k.to_string(), m));
+    let t = &cfg.data.text;
+    if t.context == 0 {
+        return fail("data.text.context", "must be > 0".into());
+    }
+    for (key, v) in [("validation", t.validation), ("test", t.test)] {
+        if !(0.0..1.0).contains(&v) {
+            return fail(&format!("data.text.{key}"), format!("a fraction in [0, 1), got {v}"));
+        }
+    }
+    if t.validation + t.test >= 1.0 {
+        return fail("data.text.test", "validation + test leave no training text".into());
+    }
+    if t.test == 0.0 {
+        return fail("data.text.test", "must be > 0: the final report scores the test block".into());
+    }
+    for (k, d) in t.domains.iter().enumerate() {
+        if !crate::data::text::TEXT_CORPORA.contains(&d.as_str()) {
+            return fail(
+                &format!("data.text.domains[{k}]"),
+                format!("unknown corpus `{d}` (vendored: {:?})", crate::data::text::TEXT_CORPORA),
+            );
+        }
+    }
+    let image_only = [
+        ("data.validation", cfg.data.validation > 0, "use data.text.validation (a fraction)"),
+        ("data.jitter", cfg.data.jitter > 0, "images only"),
+        ("data.views", !cfg.data.views.is_empty(), "images only"),
+        ("eval.shift", cfg.eval.shift > 0, "images only"),
+    ];
+    if let Some((key, _, why)) = image_only.iter().find(|(_, set, _)| *set) {
+        return fail(key, format!("not for a text dataset: {why}"));
+    }
+    for (i, st) in cfg.stages.iter().enumerate() {
+        if st.transfer.is_some() {
+            return fail(&format!("stages[{i}].transfer"), "transfer sets are made of images".into());
+        }
+    }
+    let g = &cfg.eval.generate;
+    if g.sampling.temperature < 0.0 || !(g.sampling.top_p > 0.0 && g.sampling.top_p <= 1.0) {
+        return fail("eval.generate", "temperature must be ≥ 0 and top_p in (0, 1]".into());
+    }
+    Ok(())
+}
+
 /// Checks what the types cannot: references between sections and value ranges.
 fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
     let fail = |k: &str, m: String| Err((k.to_string(), m));
-    if !["mnist", "fashion-mnist"].contains(&cfg.data.dataset.as_str()) {
+    let text = cfg.data.is_text();
+    if !text && !["mnist", "fashion-mnist"].contains(&cfg.data.dataset.as_str()) {
         return fail(
             "data.dataset",
-            format!("unknown dataset `{}`: expected `mnist` or `fashion-mnist`", cfg.data.dataset),
+            format!(
+                "unknown dataset `{}`: expected `mnist` or `fashion-mnist` (images) or one of {:?} (text)",
+                cfg.data.dataset,
+                crate::data::text::TEXT_CORPORA
+            ),
         );
+    }
+    if text {
+        validate_text(cfg)?;
     }
     if cfg.data.batch_size == 0 || cfg.data.eval_batch_size == 0 {
         return fail("data.batch_size", "batch sizes must be > 0".into());

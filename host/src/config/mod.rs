@@ -2,6 +2,8 @@
 //! plus `RETORT__SECTION__KEY` environment overrides, rejecting unknown keys.
 mod load;
 mod schema;
+mod text;
 
 pub use load::{closest, load_file, load_str, ConfigError, ConfigSource, DEFAULT_CONFIG};
 pub use schema::*;
+pub use text::{GenerateSection, SamplingSection, TextSection};

@@ -64,7 +64,7 @@ pub struct RunSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `mnist` or `fashion-mnist`.
+    /// `mnist` or `fashion-mnist` (images), `moby-dick` or `sotu` (byte-level text).
     pub dataset: String,
     /// Directory of the IDX files; default: `data/<dataset>` found from the working directory or
     /// the executable's location.
@@ -90,6 +90,16 @@ pub struct DataSection {
     /// into modalities. Augmenters run on the whole image first.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub views: BTreeMap<String, ViewSection>,
+    /// How a text dataset is cut into rows and splits (text datasets only).
+    #[serde(default)]
+    pub text: super::TextSection,
+}
+
+impl DataSection {
+    /// True when the dataset is a byte-level text corpus (not an IDX image set).
+    pub fn is_text(&self) -> bool {
+        crate::data::text::TEXT_CORPORA.contains(&self.dataset.as_str())
+    }
 }
 
 /// `[data.views.<name>]`: a crop of the image, as half-open pixel ranges.
@@ -658,6 +668,9 @@ pub struct EvalSection {
     /// (dy, dx) ∈ [−shift, shift]² (drawn once, the same for every model); 0 = off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shift: usize,
+    /// Text sampled from each language model into the report (text datasets only).
+    #[serde(default)]
+    pub generate: super::GenerateSection,
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -666,7 +679,7 @@ fn is_zero(v: &usize) -> bool {
 
 impl Default for EvalSection {
     fn default() -> Self {
-        EvalSection { every_epochs: 1, ece_bins: 15, reference: None, shift: 0 }
+        EvalSection { every_epochs: 1, ece_bins: 15, reference: None, shift: 0, generate: Default::default() }
     }
 }
 

@@ -13,11 +13,14 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{Dataset, DeviceSet};
 
-/// One batch: images `[B, 1, H, W]` (normalised f32) and labels `[B]` (u32).
+/// One batch: images `[B, 1, H, W]` (normalised f32) and labels `[B]` (u32); for text, input
+/// bytes `[B, L]` (u32), next-byte targets `[B, L]` (i64, −100 past a row's end) and a mask.
 #[derive(Clone)]
 pub struct Batch {
     pub images: Tensor,
     pub labels: Tensor,
+    /// Text only: 1 where a position has a target, 0 in a padded tail, `[B, L]` f32.
+    pub mask: Option<Tensor>,
     /// Each sample's index in its source file, `[B]` u32 (see [`Dataset::id`]).
     pub ids: Tensor,
     /// Index of the batch within its epoch.
@@ -80,6 +83,9 @@ impl BatchPlan {
         device: &Device,
     ) -> candle_core::Result<Batch> {
         let (ids, shifts) = self.draw(order, epoch, b);
+        if data.is_text() {
+            return token_batch(data, &ids, b, device);
+        }
         let (h, w) = (data.height, data.width);
         let p = h * w;
         let mut x = vec![0f32; ids.len() * p];
@@ -103,6 +109,7 @@ impl BatchPlan {
         Ok(Batch {
             images: Tensor::from_vec(x, (ids.len(), 1, h, w), device)?,
             labels: Tensor::from_vec(labels, ids.len(), device)?,
+            mask: None,
             ids: Tensor::from_vec(sample_ids, ids.len(), device)?,
             index: b,
         })
@@ -112,6 +119,33 @@ impl BatchPlan {
     pub fn normalise(&self, v: u8) -> f32 {
         (v as f32 / 255.0 - self.mean) / self.std
     }
+}
+
+/// The text rows `rows` of `data` as a batch: inputs, targets (−100 past each row's length) and
+/// the mask of real targets.
+pub fn token_batch(data: &Dataset, rows: &[usize], index: usize, device: &Device) -> candle_core::Result<Batch> {
+    let (w, n) = (data.width, rows.len());
+    let l = w - 1;
+    let mut input = Vec::with_capacity(n * l);
+    let mut target = Vec::with_capacity(n * l);
+    let mut mask = Vec::with_capacity(n * l);
+    for &r in rows {
+        let row = &data.images[r * w..(r + 1) * w];
+        let len = data.lengths[r] as usize;
+        input.extend(row[..l].iter().map(|&v| v as u32));
+        for (t, &y) in row[1..].iter().enumerate() {
+            target.push(if t < len { y as i64 } else { -100 });
+            mask.push(if t < len { 1f32 } else { 0.0 });
+        }
+    }
+    let ids: Vec<u32> = rows.iter().map(|&r| data.id(r)).collect();
+    Ok(Batch {
+        images: Tensor::from_vec(input, (n, l), device)?,
+        labels: Tensor::from_vec(target, (n, l), device)?,
+        mask: Some(Tensor::from_vec(mask, (n, l), device)?),
+        ids: Tensor::from_vec(ids, n, device)?,
+        index,
+    })
 }
 
 /// An epoch's batches: made on the host on a background thread (two in flight), or gathered
@@ -195,6 +229,7 @@ mod tests {
             width: 2,
             classes: 3,
             ids: Vec::new(),
+            lengths: Vec::new(),
         })
     }
 

@@ -38,6 +38,9 @@ pub struct Dataset {
     /// Each sample's index in its source file (empty: the identity), kept through subsets and
     /// validation splits: the key of per-sample state and of a cached teacher.
     pub ids: Vec<u32>,
+    /// Text rows only (see [`super::text`]): each row's number of real next-byte targets (fewer
+    /// than the context in a padded tail). Empty for images.
+    pub lengths: Vec<u32>,
 }
 
 /// Per-pixel mean and std of the training images (after /255), used for normalisation.
@@ -59,6 +62,11 @@ impl Dataset {
         self.height * self.width
     }
 
+    /// True for byte-level text rows (inputs and next-byte targets), false for images.
+    pub fn is_text(&self) -> bool {
+        !self.lengths.is_empty()
+    }
+
     /// The index of sample `i` in its source file.
     pub fn id(&self, i: usize) -> u32 {
         self.ids.get(i).copied().unwrap_or(i as u32)
@@ -78,6 +86,7 @@ impl Dataset {
             width: self.width,
             classes: self.classes,
             ids: idx.iter().map(|&i| self.id(i)).collect(),
+            lengths: if self.is_text() { idx.iter().map(|&i| self.lengths[i]).collect() } else { Vec::new() },
         }
     }
 
@@ -128,6 +137,7 @@ impl Dataset {
             labels: labels.data,
             classes,
             ids: Vec::new(),
+            lengths: Vec::new(),
         })
     }
 

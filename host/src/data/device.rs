@@ -71,6 +71,7 @@ impl DeviceSet {
         Ok(Batch {
             images: images.reshape((n, 1, self.height, self.width))?,
             labels: self.labels.index_select(&idx, 0)?,
+            mask: None,
             ids: Tensor::from_vec(ids.iter().map(|&i| self.ids[i]).collect::<Vec<u32>>(), n, dev)?,
             index,
         })

@@ -17,14 +17,20 @@ const TYPE_U8: u8 = 0x08;
 
 /// Reads an IDX file of unsigned bytes (`.gz` is decompressed), validating magic, dims and length.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
+    let bytes = read_file(path)?;
+    parse_idx(&bytes).map_err(|reason| DataError::Format { path: path.display().to_string(), reason })
+}
+
+/// A file's bytes, decompressed when its name ends in `.gz`.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     let p = path.display().to_string();
-    let fmt = |reason: String| DataError::Format { path: p.clone(), reason };
     let file = File::open(path).map_err(|error| DataError::Io { path: p.clone(), error })?;
     let mut bytes = Vec::new();
     let gz = path.extension().is_some_and(|e| e == "gz");
     let r = if gz { GzDecoder::new(file).read_to_end(&mut bytes) } else { { file }.read_to_end(&mut bytes) };
-    r.map_err(|e| fmt(if gz { format!("not a valid gzip stream ({e})") } else { e.to_string() }))?;
-    parse_idx(&bytes).map_err(fmt)
+    let reason = |e: std::io::Error| if gz { format!("not a valid gzip stream ({e})") } else { e.to_string() };
+    r.map_err(|e| DataError::Format { path: p, reason: reason(e) })?;
+    Ok(bytes)
 }
 
 /// Parses IDX bytes; errors say what is wrong.

@@ -110,6 +110,7 @@ mod tests {
             width: 4,
             classes: 10,
             ids: Vec::new(),
+            lengths: Vec::new(),
         }
     }
 

@@ -13,6 +13,9 @@ pub struct EvalMetrics {
     pub fidelity: Option<f64>,
     /// Mean KL(reference ‖ model) at τ = 1.
     pub kl_to_teacher: Option<f64>,
+    /// Text: the mean NLL in bits (bytes are the tokens, so bits per token = bits per byte).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_byte: Option<f64>,
     /// The reliability diagram behind the ECE (not written to metrics.jsonl).
     #[serde(skip)]
     pub reliability: Vec<ReliabilityBin>,
@@ -113,6 +116,7 @@ impl MetricsAccumulator {
             ece,
             fidelity: self.with_reference.then(|| self.agree as f64 / n),
             kl_to_teacher: self.with_reference.then(|| self.kl / n),
+            bits_per_byte: None,
             reliability: (0..self.bins)
                 .map(|b| {
                     let c = self.bin_count[b].max(1) as f64;

@@ -18,6 +18,7 @@ pub mod schedule;
 mod sharing;
 mod teachers;
 pub mod tensorboard;
+pub mod text;
 mod transfer;
 
 pub use run::{resolve_data_dir, Outcome, TrainOptions, Trainer};

@@ -23,6 +23,15 @@ pub struct ModelReport {
     /// Errors on the shifted test set (`eval.shift`), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shifted_errors: Option<usize>,
+    /// Text: bits per byte on the test block (errors and accuracy then count tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_byte: Option<f64>,
+    /// Text: bits per byte on other corpora's test blocks (`data.text.domains`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domains: BTreeMap<String, f64>,
+    /// Text: generated continuations of test prompts (`[eval.generate]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<super::text::TextSample>,
 }
 
 impl ModelReport {
@@ -40,6 +49,9 @@ impl ModelReport {
             train_seconds,
             reliability: m.reliability.clone(),
             shifted_errors: None,
+            bits_per_byte: m.bits_per_byte,
+            domains: BTreeMap::new(),
+            samples: Vec::new(),
         }
     }
 }
@@ -93,6 +105,13 @@ impl Report {
         for (slot, m) in &self.models {
             if let Some(e) = m.shifted_errors {
                 out.push_str(&format!("{slot}: {e} errors on the shifted test set\n"));
+            }
+            if let Some(b) = m.bits_per_byte {
+                let other: String = m.domains.iter().map(|(d, v)| format!(", {d} {v:.3}")).collect();
+                out.push_str(&format!("{slot}: {b:.3} bits per byte on the test text{other}\n"));
+            }
+            for s in &m.samples {
+                out.push_str(&format!("{slot} sample: {:?} → {:?}\n", s.prompt, s.text));
             }
         }
         out.push_str(&format!("wall time {:.1} s\n", self.wall_seconds));

@@ -87,7 +87,9 @@ pub struct Trainer {
     /// Stages' own transfer sets (`[stages.transfer]`), by stage index.
     transfers: BTreeMap<usize, TransferSet>,
     eval_split: (Split, Arc<Dataset>),
-    test: Arc<Dataset>,
+    pub(super) test: Arc<Dataset>,
+    /// Text runs: other corpora's test blocks, scored in the final report.
+    pub(super) domains: Vec<(String, Arc<Dataset>)>,
     mean_std: (f32, f32),
     metrics: JsonLines,
     pub(super) state: LoopState,
@@ -131,10 +133,7 @@ pub fn resolve_data_dir(name: &str, dir: Option<&Path>) -> Result<PathBuf> {
     if let Some(d) = dir {
         return Ok(d.to_path_buf());
     }
-    let mut tried = vec![PathBuf::from("data").join(name)];
-    if let Ok(exe) = std::env::current_exe() {
-        tried.extend(exe.ancestors().skip(1).take(4).map(|a| a.join("data").join(name)));
-    }
+    let tried: Vec<PathBuf> = data_roots().iter().map(|r| r.join(name)).collect();
     tried
         .iter()
         .find(|p| p.join("t10k-labels-idx1-ubyte.gz").exists() || p.join("t10k-labels-idx1-ubyte").exists())
@@ -145,6 +144,16 @@ pub fn resolve_data_dir(name: &str, dir: Option<&Path>) -> Result<PathBuf> {
                 tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             ))
         })
+}
+
+/// Where vendored data is looked for: `data/` in the working directory, then beside the
+/// executable's ancestors (a `target/release/retort` finds the checkout's `data/`).
+pub(super) fn data_roots() -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("data")];
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).take(4).map(|a| a.join("data")));
+    }
+    roots
 }
 
 fn device_of(name: &str) -> Result<Device> {
@@ -215,20 +224,26 @@ impl Trainer {
             preflight(&cfg, &registry, source)?;
         }
         // The data before the run directory: a run that cannot start changes nothing on disk.
-        let spec = DatasetSpec {
-            name: cfg.data.dataset.clone(),
-            dir: resolve_data_dir(&cfg.data.dataset, cfg.data.dir.as_deref())?,
-            validation: cfg.data.validation,
-            seed: cfg.run.seed,
-        };
-        let train = Arc::new(Dataset::load(&spec, Split::Train)?);
-        let test = Arc::new(Dataset::load(&spec, Split::Test)?);
-        let transfers = transfer_sets(&cfg, &train)?;
-        let eval_split = if cfg.data.validation > 0 {
-            (Split::Validation, Arc::new(Dataset::load(&spec, Split::Validation)?))
+        let (train, test, eval_split, domains) = if cfg.data.is_text() {
+            let s = super::text::load_sets(&cfg)?;
+            (s.train, s.test, s.eval, s.domains)
         } else {
-            (Split::Test, test.clone())
+            let spec = DatasetSpec {
+                name: cfg.data.dataset.clone(),
+                dir: resolve_data_dir(&cfg.data.dataset, cfg.data.dir.as_deref())?,
+                validation: cfg.data.validation,
+                seed: cfg.run.seed,
+            };
+            let train = Arc::new(Dataset::load(&spec, Split::Train)?);
+            let test = Arc::new(Dataset::load(&spec, Split::Test)?);
+            let eval_split = if cfg.data.validation > 0 {
+                (Split::Validation, Arc::new(Dataset::load(&spec, Split::Validation)?))
+            } else {
+                (Split::Test, test.clone())
+            };
+            (train, test, eval_split, Vec::new())
         };
+        let transfers = transfer_sets(&cfg, &train)?;
         // Weights to load, like the data, are checked before the run directory exists.
         for (slot, m) in &cfg.models {
             if let Some(ck) = m.checkpoint.as_ref().filter(|ck| !ck.is_file()) {
@@ -326,6 +341,7 @@ impl Trainer {
             transfers,
             eval_split,
             test,
+            domains,
             metrics,
             state: LoopState::default(),
             console: Console::new(opts.progress),
@@ -649,6 +665,7 @@ impl Trainer {
                             ("ece", Some(m.ece)),
                             ("fidelity", m.fidelity),
                             ("kl_to_teacher", m.kl_to_teacher),
+                            ("bits_per_byte", m.bits_per_byte),
                         ];
                         for (k, v) in pairs.iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
                             tb.scalar(&format!("eval/{slot}/{k}"), step, v)?;
@@ -1090,7 +1107,8 @@ impl Trainer {
     /// device gathered there from a copy of the set uploaded once.
     fn batches(&mut self, data: &Arc<Dataset>, plan: &BatchPlan, epoch: u64, start: usize) -> Result<Batches> {
         let device = self.host.device.clone();
-        if device.is_cpu() {
+        // Text batches are a few kilobytes of bytes: made on the host for every device.
+        if device.is_cpu() || data.is_text() {
             return Ok(Batches::start(data.clone(), plan.clone(), epoch, start, device));
         }
         let cached = self.device_sets.iter().find(|(d, j, _)| Arc::ptr_eq(d, data) && *j == plan.jitter);
@@ -1114,6 +1132,9 @@ impl Trainer {
 
     /// Metrics of `slot` on `set`, with fidelity and KL against the reference slot when it is ready.
     pub fn evaluate(&mut self, slot: &str, split: Split, set: &Arc<Dataset>) -> Result<EvalMetrics> {
+        if set.is_text() {
+            return self.evaluate_text(slot, set);
+        }
         let (logits, classes, labels) = self.logits(slot, set)?;
         let reference = match self.cfg.reference_slot().map(str::to_string) {
             Some(r) if r == slot => Some(logits.clone()),
@@ -1140,6 +1161,10 @@ impl Trainer {
             let plugin = self.cfg.models.get(&slot).map(|m| m.plugin.clone()).unwrap_or_default();
             let secs = self.state.train_seconds.get(&slot).copied().unwrap_or(0.0);
             let mut line = ModelReport::new(&plugin, &m, self.host.params.count(&slot), secs);
+            if test.is_text() {
+                line.domains = self.domain_bits(&slot)?;
+                line.samples = self.text_samples(&slot)?;
+            }
             if self.cfg.eval.shift > 0 {
                 let (logits, classes, labels) = self.logits_shifted(&slot, &test, self.cfg.eval.shift)?;
                 let wrong = logits
@@ -1239,6 +1264,10 @@ impl Named<'_> {
             Ok(if s == slot || self.joint || self.optimized.iter().any(|o| o == slot) { z.clone() } else { z.detach() })
         };
         let mut inputs = Inputs::new().tensor("labels", &self.batch.labels).tensor("ids", &self.batch.ids);
+        // A text batch's mask of real targets: every loss reduces over those tokens only.
+        if let Some(m) = &self.batch.mask {
+            inputs = inputs.tensor("mask", m);
+        }
         if self.outs.iter().any(|(n, _)| n == slot) {
             inputs = inputs.tensor("student", &logits(slot)?);
         }

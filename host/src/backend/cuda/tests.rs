@@ -90,6 +90,7 @@ fn device_batches_on_cuda_equal_the_host_batches() {
         width: 6,
         classes: 10,
         ids: Vec::new(),
+        lengths: Vec::new(),
     });
     let plan = BatchPlan { batch_size: 8, shuffle: true, jitter: 2, mean: 0.13, std: 0.31, seed: 5, drop_last: true };
     let set = Arc::new(DeviceSet::upload(&data, &plan, &gpu).unwrap());

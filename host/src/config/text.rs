@@ -1,0 +1,99 @@
+//! `[data.text]` and `[eval.generate]`: how a byte-level corpus is cut and how evaluation samples
+//! text from a language model.
+use serde::{Deserialize, Serialize};
+
+/// `[data.text]`: the cut of a text corpus (`data.dataset = "moby-dick"` or `"sotu"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TextSection {
+    /// Tokens (bytes) a model sees at once; a row holds `context + 1` bytes.
+    #[serde(default = "default_context")]
+    pub context: usize,
+    /// Fraction of the corpus, before the test block, held out for validation.
+    #[serde(default = "five_percent")]
+    pub validation: f64,
+    /// Fraction at the end of the corpus held out for testing.
+    #[serde(default = "five_percent")]
+    pub test: f64,
+    /// Other vendored corpora whose test block is scored in the final report (bits per byte on
+    /// another domain), e.g. `["sotu"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// Score at most this many bytes of each evaluation set (validation, test, domains); 0 = all.
+    #[serde(default)]
+    pub eval_bytes: usize,
+}
+
+impl Default for TextSection {
+    fn default() -> Self {
+        TextSection { context: default_context(), validation: 0.05, test: 0.05, domains: Vec::new(), eval_bytes: 0 }
+    }
+}
+
+/// `[eval.generate]`: text sampled from each language model for the report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSection {
+    /// Samples per model (0 = none); prompts are the starts of test rows spread over the split.
+    #[serde(default = "two")]
+    pub samples: usize,
+    /// Bytes of test text each prompt takes.
+    #[serde(default = "default_prompt")]
+    pub prompt_bytes: usize,
+    /// Bytes generated after each prompt.
+    #[serde(default = "default_new")]
+    pub new_bytes: usize,
+    #[serde(flatten)]
+    pub sampling: SamplingSection,
+}
+
+impl Default for GenerateSection {
+    fn default() -> Self {
+        GenerateSection {
+            samples: 2,
+            prompt_bytes: default_prompt(),
+            new_bytes: default_new(),
+            sampling: SamplingSection::default(),
+        }
+    }
+}
+
+/// How the next token is drawn: temperature, then top-k, then top-p (nucleus) truncation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSection {
+    /// Softmax temperature; 0 = greedy (argmax).
+    #[serde(default = "one_f")]
+    pub temperature: f64,
+    /// Keep the k most likely tokens (0 = all).
+    #[serde(default)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = all).
+    #[serde(default = "one_f")]
+    pub top_p: f64,
+}
+
+impl Default for SamplingSection {
+    fn default() -> Self {
+        SamplingSection { temperature: 1.0, top_k: 0, top_p: 1.0 }
+    }
+}
+
+fn default_context() -> usize {
+    128
+}
+fn five_percent() -> f64 {
+    0.05
+}
+fn two() -> usize {
+    2
+}
+fn default_prompt() -> usize {
+    48
+}
+fn default_new() -> usize {
+    160
+}
+fn one_f() -> f64 {
+    1.0
+}
