@@ -4,6 +4,7 @@ mod ctx;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod fused;
+pub mod gelu;
 mod grad_sink;
 mod handle;
 mod kernel;

@@ -111,7 +111,7 @@ pub fn unary(op: u32, x: &Tensor) -> OpResult {
         u::SQRT => x.sqrt()?,
         u::RECIP => x.recip()?,
         u::RELU => super::fused::relu(x)?,
-        u::GELU => x.gelu()?,
+        u::GELU => super::gelu::gelu(x)?,
         u::TANH => x.tanh()?,
         u::SIGMOID => x.neg()?.exp()?.affine(1.0, 1.0)?.recip()?,
         u::SIGN => x.sign()?,
