@@ -20,6 +20,18 @@ pub fn mnist_run(out: &Path, name: &str, seed: u64) -> String {
     )
 }
 
+/// The `[run]` and `[data]` head of a Moby Dick run (byte rows of `context + 1`, 1 % of the text
+/// as the test block, its first 4 KiB scored, the SOTU test block as a second domain).
+pub fn text_run(out: &Path, name: &str, seed: u64, context: usize) -> String {
+    format!(
+        "[run]\nname = \"{name}\"\nseed = {seed}\noutput_dir = \"{}\"\nthreads = 1\n\n[data]\ndataset = \"moby-dick\"\n\
+         dir = \"{}\"\nbatch_size = 16\neval_batch_size = 32\n\n[data.text]\ncontext = {context}\nvalidation = 0.0\n\
+         test = 0.01\neval_bytes = 4096\ndomains = [\"sotu\"]\n",
+        out.display(),
+        workspace().join("data/text").display()
+    )
+}
+
 /// A small MNIST run `name` in `out` that trains two MLP teachers, `t1` (64 hidden) and `t2` (48),
 /// for 2 epochs on 600 images (stages 0 and 1) and has a `student` slot (32); `rest` adds what
 /// the test is about (teacher or router tables, the student's stage, `[eval]`, `[logging]`).

@@ -237,6 +237,21 @@ fn validate_text(cfg: &RunConfig) -> Result<(), (String, String)> {
         if st.transfer.is_some() {
             return fail(&format!("stages[{i}].transfer"), "transfer sets are made of images".into());
         }
+        if let Some(op) = &st.on_policy {
+            let key = format!("stages[{i}].on_policy");
+            if !(0.0..=1.0).contains(&op.fraction) {
+                return fail(&format!("{key}.fraction"), format!("λ must be in [0, 1], got {}", op.fraction));
+            }
+            if op.prompt == 0 || op.prompt >= t.context {
+                return fail(&format!("{key}.prompt"), format!("must be in 1..{} (the context)", t.context));
+            }
+            if op.sampling.temperature < 0.0 || !(op.sampling.top_p > 0.0 && op.sampling.top_p <= 1.0) {
+                return fail(&key, "temperature must be ≥ 0 and top_p in (0, 1]".into());
+            }
+            if op.source == crate::config::SequenceSource::Teacher && st.teacher.is_none() {
+                return fail(&format!("{key}.source"), "`teacher` needs the stage's `teacher`".into());
+            }
+        }
     }
     let g = &cfg.eval.generate;
     if g.sampling.temperature < 0.0 || !(g.sampling.top_p > 0.0 && g.sampling.top_p <= 1.0) {
@@ -261,6 +276,8 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
     }
     if text {
         validate_text(cfg)?;
+    } else if let Some(i) = cfg.stages.iter().position(|s| s.on_policy.is_some()) {
+        return fail(&format!("stages[{i}].on_policy"), "generated batches need a text dataset".into());
     }
     if cfg.data.batch_size == 0 || cfg.data.eval_batch_size == 0 {
         return fail("data.batch_size", "batch sizes must be > 0".into());

@@ -6,4 +6,4 @@ mod text;
 
 pub use load::{closest, load_file, load_str, ConfigError, ConfigSource, DEFAULT_CONFIG};
 pub use schema::*;
-pub use text::{GenerateSection, SamplingSection, TextSection};
+pub use text::{GenerateSection, OnPolicySection, SamplingSection, SequenceSource, TextSection};

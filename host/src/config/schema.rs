@@ -546,6 +546,10 @@ pub struct StageSection {
     /// under corruptions, mixed with off-topic images, labels withheld.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferSection>,
+    /// GKD's on-policy batches: a share of the steps train on the student's own continuations of
+    /// data prompts (text datasets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_policy: Option<super::OnPolicySection>,
 }
 
 /// `[stages.transfer]`: a transfer set of `subset` images (the stage's, else `data.subset`, else

@@ -97,3 +97,39 @@ fn default_new() -> usize {
 fn one_f() -> f64 {
     1.0
 }
+
+/// `[stages.on_policy]`: GKD's sequence source (methods spec §7.3). On a share λ of the stage's
+/// steps the batch's rows are replaced by continuations of their first `prompt` bytes sampled from
+/// the student's current weights (or the teacher's, `source = "teacher"`: sequence-level KD); the
+/// prompt's targets carry no loss.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OnPolicySection {
+    /// λ: the probability that a step's batch is generated (0 = never, 1 = every step).
+    #[serde(default = "half")]
+    pub fraction: f64,
+    /// Bytes of each data row kept as the prompt (≥ 1, < the context).
+    #[serde(default = "default_on_policy_prompt")]
+    pub prompt: usize,
+    /// Which model writes the continuations: `student` (on-policy) or `teacher` (sequence KD).
+    #[serde(default)]
+    pub source: SequenceSource,
+    #[serde(flatten)]
+    pub sampling: SamplingSection,
+}
+
+/// Who generates a GKD batch.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SequenceSource {
+    #[default]
+    Student,
+    Teacher,
+}
+
+fn half() -> f64 {
+    0.5
+}
+fn default_on_policy_prompt() -> usize {
+    16
+}

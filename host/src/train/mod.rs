@@ -8,6 +8,7 @@ pub mod log;
 pub mod metrics;
 pub mod mixing;
 pub mod objectives;
+pub mod on_policy;
 pub mod optim;
 mod optim_tensor;
 pub mod preflight;

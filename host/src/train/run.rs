@@ -532,6 +532,7 @@ impl Trainer {
         let ckpt_every = self.cfg.checkpoint.every_steps as u64;
         let ckpt_minutes = self.cfg.checkpoint.every_minutes;
         let mut window = (Instant::now(), 0u64);
+        let mut generated_window = 0u64;
 
         let start_epoch = self.state.epoch;
         for epoch in start_epoch..st.epochs {
@@ -546,6 +547,12 @@ impl Trainer {
                 }
                 self.poll_live(i, &mut losses)?;
                 let step = self.state.stage_step as usize;
+                if let Some(op) = &st.on_policy {
+                    if let (Some(b), true) = self.on_policy_batch(&st, op, &batch, plan.seed, step as u64)? {
+                        batch = b;
+                        generated_window += 1;
+                    }
+                }
                 let out = loop {
                     match self.compute_step(&st, &batch, &mut losses, &mut opt, (step, epoch, total)) {
                         Ok(o) => break Some(o),
@@ -606,6 +613,11 @@ impl Trainer {
                         "stage_step": self.state.stage_step, "loss": loss_v, "terms": terms, "lr": lr,
                         "steps_per_s": sps, "plugin_metrics": plugin_metrics, "opt_steps": opt.steps(),
                     });
+                    if st.on_policy.is_some() {
+                        // Steps since the last record whose batch was generated (GKD's λ at work).
+                        rec["generated"] = json!(generated_window);
+                        generated_window = 0;
+                    }
                     if let (Some(o), Some(p)) = (rec.as_object_mut(), self.provenance().as_object()) {
                         o.extend(p.clone());
                     }
