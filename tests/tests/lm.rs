@@ -148,3 +148,60 @@ fn sequence_losses_average_over_the_masked_tokens_only() {
     let got = value("retort-loss-divergences", "generalized-jsd", r#"{"beta": 0.0}"#);
     assert!((got - kl).abs() < 1e-5, "generalized-jsd(β = 0) {got} vs the token mean of KL {kl}");
 }
+
+#[test]
+fn a_per_token_top_k_cache_round_trips_and_distils_like_the_live_teacher() {
+    let tmp = fresh_dir("lm-cache");
+    let cfg = tmp.join("lm.toml");
+    std::fs::write(&cfg, format!("{}\n{}", text_run(&tmp, "lm", 4, 32), teacher_stage(""))).unwrap();
+    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    let run = tmp.join("lm");
+    let file = tmp.join("top4.safetensors");
+    let (ok, out, err) = retort(
+        &["teacher", "cache", run.to_str().unwrap(), "--slot", "teacher", "--k", "4", "--out", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{out}\n{err}");
+    // 99 % of Moby Dick in rows of 32 targets: per token 4 f16 values, 4 u8 indices, lse and
+    // log_tail in f32 (16 bytes, against 1,024 for the full f32 row), plus a u32 id per row.
+    let tokens: u64 = out.split("for ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    let rows = tokens / 32;
+    assert_eq!(rows, 1_192_947u64.div_ceil(32), "{out}");
+    let size = std::fs::metadata(&file).unwrap().len();
+    let expect = tokens * 20 + rows * 4;
+    assert!(size >= expect && size < expect + 2_000, "{size} bytes, {expect} of data");
+    let student = |teacher: &str, name: &str| {
+        let stage = format!(
+            "[teachers.cache]\nplugin = \"cached\"\nparams = {{ file = \"{}\" }}\n\n[[stages]]\nname = \"student\"\n\
+             train = \"student\"\nteacher = \"{teacher}\"\nepochs = 1\nsubset = 64\n\
+             losses = [{{ plugin = \"topk-kd\", params = {{ k = 4 }} }}]\n",
+            file.display()
+        );
+        let text = format!(
+            "{}\n{}",
+            text_run(&tmp, name, 4, 32),
+            teacher_stage(&stage).replace("[[stages]]\nname = \"teacher\"", "[[skipped]]\nname = \"teacher\"").replace(
+                "[models.teacher]\nplugin = \"gpt\"\n",
+                &format!(
+                    "[models.teacher]\nplugin = \"gpt\"\ncheckpoint = \"{}\"\n",
+                    run.join("models/teacher.safetensors").display()
+                )
+            )
+        );
+        // The teacher's training stage is dropped: its weights come from the first run.
+        let text = text.split("[[skipped]]").next().unwrap().to_string()
+            + &text.split("[teachers.cache]").nth(1).map(|s| format!("[teachers.cache]{s}")).unwrap();
+        let cfg = tmp.join(format!("{name}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+        assert!(ok, "{out}\n{err}");
+        tmp.join(name)
+    };
+    let (live, cached) = (student("teacher", "live"), student("cache", "cached"));
+    let first = |run: &std::path::Path| train_records(run)[0]["terms"]["topk-kd"].as_f64().unwrap();
+    let (a, b) = (first(&live), first(&cached));
+    assert!((a - b).abs() < 2e-3 * (1.0 + a), "first KD value: live {a} vs cached (f16) {b}");
+    let bpb = |run: &std::path::Path| report(run)["models"]["student"]["bits_per_byte"].as_f64().unwrap();
+    assert!((bpb(&live) - bpb(&cached)).abs() < 0.05, "{} vs {}", bpb(&live), bpb(&cached));
+}

@@ -35,7 +35,7 @@ pub fn run(cmd: TeacherCommand) -> anyhow::Result<ExitCode> {
             let t = Instant::now();
             let s = trainer.cache_teacher(&slot, k, &out)?;
             println!(
-                "cached `{slot}`: top-{} of {} classes for {} training samples in {:.1} s",
+                "cached `{slot}`: top-{} of {} classes for {} training samples (tokens, for text) in {:.1} s",
                 s.k,
                 s.classes,
                 s.samples,

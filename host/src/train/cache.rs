@@ -64,6 +64,9 @@ impl Trainer {
     /// `classes` `[1]` u32.
     pub fn cache_teacher(&mut self, slot: &str, k: usize, path: &Path) -> Result<CacheStats, TrainError> {
         let set = self.train_set();
+        if set.is_text() {
+            return self.cache_sequence_teacher(slot, k, path);
+        }
         let (logits, classes, _) = self.logits(slot, &set)?;
         if k == 0 || k > classes {
             return Err(TrainError::Other(format!("k = {k}: it must be between 1 and the {classes} classes")));
@@ -85,14 +88,64 @@ impl Trainer {
             ("ids".to_string(), Tensor::from_vec(ids, n, &cpu)?),
             ("classes".to_string(), Tensor::from_vec(vec![classes as u32], 1, &cpu)?),
         ]);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|error| TrainError::Io { context: dir.display().to_string(), error })?;
-        }
-        candle_core::safetensors::save(&tensors, path)?;
-        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let bytes = save(&tensors, path)?;
         Ok(CacheStats { samples: n, classes, k, bytes, full_bytes: (n * classes * 4) as u64 })
     }
+
+    /// The text form of [`Trainer::cache_teacher`]: per training row and token, the top-`k`
+    /// logits as f16 (`values` `[N, L, k]`), their byte indices (`indices` `[N, L, k]` u8) and the
+    /// token's `lse` and `log_tail` (`[N, L]` f32). A padded tail's positions are cached like the
+    /// others (their loss is masked). Rows are scored batch by batch, never all logits at once.
+    fn cache_sequence_teacher(&mut self, slot: &str, k: usize, path: &Path) -> Result<CacheStats, TrainError> {
+        let set = self.train_set();
+        let (n, l) = (set.len(), set.width - 1);
+        let bs = self.cfg.data.eval_batch_size.max(1);
+        let mut all = TopK { values: Vec::new(), indices: Vec::new(), lse: Vec::new(), log_tail: Vec::new() };
+        let mut classes = 0;
+        let rows: Vec<usize> = (0..n).collect();
+        for (b, chunk) in rows.chunks(bs).enumerate() {
+            let batch = crate::data::token_batch(&set, chunk, b, &self.host.device)?;
+            let z = self.sequence_logits(slot, &batch.images)?;
+            classes = z.dim(2)?;
+            if k == 0 || k > classes {
+                return Err(TrainError::Other(format!("k = {k}: it must be between 1 and the {classes} classes")));
+            }
+            let t = top_k(&z.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?, classes, k);
+            all.values.extend(t.values);
+            all.indices.extend(t.indices);
+            all.lse.extend(t.lse);
+            all.log_tail.extend(t.log_tail);
+        }
+        if classes > 256 {
+            return Err(TrainError::Other(format!(
+                "a text cache stores byte indices; the model has {classes} classes"
+            )));
+        }
+        let cpu = Device::Cpu;
+        let ids: Vec<u32> = (0..n).map(|i| set.id(i)).collect();
+        let tensors = std::collections::HashMap::from([
+            ("values".to_string(), Tensor::from_vec(all.values, (n, l, k), &cpu)?.to_dtype(candle_core::DType::F16)?),
+            (
+                "indices".to_string(),
+                Tensor::from_vec(all.indices.iter().map(|&i| i as u8).collect::<Vec<u8>>(), (n, l, k), &cpu)?,
+            ),
+            ("lse".to_string(), Tensor::from_vec(all.lse, (n, l), &cpu)?),
+            ("log_tail".to_string(), Tensor::from_vec(all.log_tail, (n, l), &cpu)?),
+            ("ids".to_string(), Tensor::from_vec(ids, n, &cpu)?),
+            ("classes".to_string(), Tensor::from_vec(vec![classes as u32], 1, &cpu)?),
+        ]);
+        let bytes = save(&tensors, path)?;
+        Ok(CacheStats { samples: n * l, classes, k, bytes, full_bytes: (n * l * classes * 4) as u64 })
+    }
+}
+
+/// Writes a cache file (making its directory); returns its size.
+fn save(tensors: &std::collections::HashMap<String, Tensor>, path: &Path) -> Result<u64, TrainError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|error| TrainError::Io { context: dir.display().to_string(), error })?;
+    }
+    candle_core::safetensors::save(tensors, path)?;
+    Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -131,7 +131,7 @@ impl Trainer {
     }
 
     /// `[B, L, V]` logits of `slot` on input bytes `[B, L]`, in evaluation mode, detached.
-    fn sequence_logits(&mut self, slot: &str, input: &Tensor) -> Result<Tensor> {
+    pub(super) fn sequence_logits(&mut self, slot: &str, input: &Tensor) -> Result<Tensor> {
         let model = self.models.get_mut(slot).ok_or_else(|| TrainError::Other(format!("no model `{slot}`")))?;
         let z = model.forward(&Inputs::new().tensor("input", input).scalar("train", 0.0))?.detach();
         if z.rank() != 3 || z.dims()[..2] != input.dims()[..2] {

@@ -49,7 +49,11 @@ impl retort_sdk::TeacherPlugin for Cached {
     fn logits(&mut self, batch: &Batch) -> Result<Tensor> {
         let ids = batch.tensor("ids")?.to_vec1::<u32>()?;
         let out = self.cache.log_probs(&ids).map_err(Error::invalid)?;
-        self.ctx.tensor(&out, &[ids.len(), self.cache.classes])
+        if self.cache.sequences {
+            self.ctx.tensor(&out, &[ids.len(), self.cache.tokens, self.cache.classes])
+        } else {
+            self.ctx.tensor(&out, &[ids.len(), self.cache.classes])
+        }
     }
 }
 
@@ -88,17 +92,28 @@ impl Plugin for TopkKd {
 
 impl LossPlugin for TopkKd {
     fn loss(&mut self, batch: &Batch) -> Result<Tensor> {
-        self.loss_rows(batch)?.ok_or_else(|| Error::invalid("topk-kd: no rows"))?.mean_all()
+        // Sequences: a mean over the tokens the mask keeps.
+        f::reduce_rows(&self.token_rows(batch)?, batch.get("mask").as_ref())
     }
 
     fn loss_rows(&mut self, batch: &Batch) -> Result<Option<Tensor>> {
+        if batch.tensor("student")?.rank() != 2 || batch.get("mask").is_some() {
+            return Ok(None);
+        }
+        self.token_rows(batch).map(Some)
+    }
+}
+
+impl TopkKd {
+    /// The per-row values over every row of `[B, C]` or `[B, L, C]` logits (`[N]`).
+    fn token_rows(&mut self, batch: &Batch) -> Result<Tensor> {
         let zs = f::rows(&batch.tensor("student")?)?;
         let zt = f::rows(&batch.tensor("teacher")?)?.detach()?;
         let (b, c) = (zs.dim(0)?, zs.dim(1)?);
         let tau = self.cfg.temperature;
         let scale = if self.cfg.tau_squared { tau * tau } else { 1.0 };
         if self.cfg.k >= c {
-            return Ok(Some(f::teacher_target_logit_rows(&zt, &zs, tau, f::ValueForm::Kl)?.affine(scale, 0.0)?));
+            return f::teacher_target_logit_rows(&zt, &zs, tau, f::ValueForm::Kl)?.affine(scale, 0.0);
         }
         let lt = zt.log_softmax(-1)?;
         // The k most probable teacher classes of each row (k rounds of argmax).
@@ -125,7 +140,7 @@ impl LossPlugin for TopkKd {
         let ls = f::log_probs(&zs, tau)?;
         let s_tail = keep.where_cond(&neg_inf, &ls)?.logsumexp_keepdim(-1)?;
         let student = Tensor::cat(&[&ls, &s_tail], -1)?;
-        Ok(Some(f::kl_rows(&teacher, &student)?.affine(scale, 0.0)?))
+        f::kl_rows(&teacher, &student)?.affine(scale, 0.0)
     }
 }
 
