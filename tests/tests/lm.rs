@@ -205,3 +205,34 @@ fn a_per_token_top_k_cache_round_trips_and_distils_like_the_live_teacher() {
     let bpb = |run: &std::path::Path| report(run)["models"]["student"]["bits_per_byte"].as_f64().unwrap();
     assert!((bpb(&live) - bpb(&cached)).abs() < 0.05, "{} vs {}", bpb(&live), bpb(&cached));
 }
+
+#[test]
+fn difference_sampling_trains_on_the_rows_the_teacher_knows_better_than_the_reference() {
+    let tmp = fresh_dir("lm-miniplm");
+    let stages =
+        "[models.reference]\nplugin = \"gpt\"\nparams = { context = 32, layers = 1, width = 8, heads = 1 }\n\n\
+         [[stages]]\nname = \"reference\"\ntrain = \"reference\"\nepochs = 1\nsubset = 32\n\
+         losses = [{ plugin = \"cross-entropy\" }]\n\n\
+         [[stages]]\nname = \"student\"\ntrain = \"student\"\nepochs = 1\nsubset = 48\n\
+         losses = [{ plugin = \"cross-entropy\" }]\n\
+         [stages.difference_sampling]\nteacher = \"teacher\"\nreference = \"reference\"\nkeep = 0.25\n";
+    let cfg = tmp.join("ds.toml");
+    std::fs::write(&cfg, format!("{}\n{}", text_run(&tmp, "ds", 5, 32), teacher_stage(stages))).unwrap();
+    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    let run = tmp.join("ds");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("difference-sampling.json")).unwrap()).unwrap();
+    let (t, r) = (rec["teacher_nll"].as_array().unwrap(), rec["reference_nll"].as_array().unwrap());
+    let kept: Vec<u64> = rec["kept_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(kept.len(), t.len() / 4, "⌊α·N⌋ rows of {}", t.len());
+    // The kept rows are those with the largest reference − teacher NLL (row ids are row indices here).
+    let score = |i: usize| r[i].as_f64().unwrap() - t[i].as_f64().unwrap();
+    let worst_kept = kept.iter().map(|&i| score(i as usize)).fold(f64::INFINITY, f64::min);
+    let best_dropped =
+        (0..t.len()).filter(|i| !kept.contains(&(*i as u64))).map(score).fold(f64::NEG_INFINITY, f64::max);
+    assert!(worst_kept >= best_dropped, "{worst_kept} < {best_dropped}");
+    let ev = retort_e2e::run::events(&run, "data_selected");
+    assert_eq!(ev.len(), 1);
+    assert!(report(&run)["models"]["student"]["bits_per_byte"].as_f64().unwrap() < 8.0);
+}

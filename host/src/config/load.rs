@@ -252,6 +252,17 @@ fn validate_text(cfg: &RunConfig) -> Result<(), (String, String)> {
                 return fail(&format!("{key}.source"), "`teacher` needs the stage's `teacher`".into());
             }
         }
+        if let Some(ds) = &st.difference_sampling {
+            let key = format!("stages[{i}].difference_sampling");
+            if !(ds.keep > 0.0 && ds.keep <= 1.0) {
+                return fail(&format!("{key}.keep"), format!("α must be in (0, 1], got {}", ds.keep));
+            }
+            for (field, slot) in [("teacher", &ds.teacher), ("reference", &ds.reference)] {
+                if !cfg.models.contains_key(slot) {
+                    return fail(&format!("{key}.{field}"), format!("no model slot `{slot}`"));
+                }
+            }
+        }
     }
     let g = &cfg.eval.generate;
     if g.sampling.temperature < 0.0 || !(g.sampling.top_p > 0.0 && g.sampling.top_p <= 1.0) {
@@ -278,6 +289,8 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
         validate_text(cfg)?;
     } else if let Some(i) = cfg.stages.iter().position(|s| s.on_policy.is_some()) {
         return fail(&format!("stages[{i}].on_policy"), "generated batches need a text dataset".into());
+    } else if let Some(i) = cfg.stages.iter().position(|s| s.difference_sampling.is_some()) {
+        return fail(&format!("stages[{i}].difference_sampling"), "scores text rows: needs a text dataset".into());
     }
     if cfg.data.batch_size == 0 || cfg.data.eval_batch_size == 0 {
         return fail("data.batch_size", "batch sizes must be > 0".into());

@@ -6,4 +6,4 @@ mod text;
 
 pub use load::{closest, load_file, load_str, ConfigError, ConfigSource, DEFAULT_CONFIG};
 pub use schema::*;
-pub use text::{GenerateSection, OnPolicySection, SamplingSection, SequenceSource, TextSection};
+pub use text::{DifferenceSection, GenerateSection, OnPolicySection, SamplingSection, SequenceSource, TextSection};

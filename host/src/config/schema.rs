@@ -550,6 +550,10 @@ pub struct StageSection {
     /// data prompts (text datasets only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_policy: Option<super::OnPolicySection>,
+    /// MiniPLM's difference sampling: the stage trains on the rows a teacher knows better than a
+    /// reference LM (text datasets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difference_sampling: Option<super::DifferenceSection>,
 }
 
 /// `[stages.transfer]`: a transfer set of `subset` images (the stage's, else `data.subset`, else

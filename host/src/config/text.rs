@@ -133,3 +133,19 @@ fn half() -> f64 {
 fn default_on_policy_prompt() -> usize {
     16
 }
+
+/// `[stages.difference_sampling]`: MiniPLM's data refinement (Gu et al. 2024; methods spec §7.1).
+/// Every training row is scored by its mean token NLL under a reference LM minus that under the
+/// teacher, `r(x) = s_R(x) − s_T(x)`, and the stage trains on the top `keep` fraction by `r`
+/// (kept rows in corpus order): text the teacher knows and a small model does not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DifferenceSection {
+    /// The teacher slot (weights loaded or trained by an earlier stage).
+    pub teacher: String,
+    /// The reference slot: a small LM trained on a random share of the corpus.
+    pub reference: String,
+    /// α: the fraction of rows kept (MiniPLM: 0.5).
+    #[serde(default = "half")]
+    pub keep: f64,
+}

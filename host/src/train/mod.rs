@@ -2,6 +2,7 @@
 pub mod cache;
 pub mod checkpoint;
 pub mod console;
+pub mod difference;
 mod faults;
 mod live;
 pub mod log;

@@ -472,7 +472,11 @@ impl Trainer {
         let subset = st.subset.unwrap_or(self.cfg.data.subset);
         let data = match self.transfers.get(&i) {
             Some((set, _)) => set.clone(),
-            None => Arc::new(self.train.subset(subset, self.cfg.run.seed ^ 0x7a5e_7de7)),
+            // Difference sampling refines the corpus first; the subset is then drawn from it.
+            None => {
+                let refined = self.difference_sample(&st.name, &self.train.clone())?;
+                Arc::new(refined.subset(subset, self.cfg.run.seed ^ 0x7a5e_7de7))
+            }
         };
         let withhold = st.transfer.as_ref().is_some_and(|t| t.labels == TransferLabels::Withheld);
         let plan = BatchPlan {
