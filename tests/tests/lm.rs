@@ -236,3 +236,38 @@ fn difference_sampling_trains_on_the_rows_the_teacher_knows_better_than_the_refe
     assert_eq!(ev.len(), 1);
     assert!(report(&run)["models"]["student"]["bits_per_byte"].as_f64().unwrap() < 8.0);
 }
+
+#[test]
+fn the_monitor_logs_proxy_and_golden_distances_and_raises_its_event() {
+    let tmp = fresh_dir("lm-monitor");
+    // The teacher is the proxy and, for the plumbing, the student's own earlier self is no
+    // oracle: a second teacher-sized model trained on the same text serves as the golden one.
+    // A tolerance of −100 makes every fitted reading "deviate", so the event must come at the
+    // `patience`-th reading after the fit.
+    let stages = "[models.oracle]\nplugin = \"gpt\"\nparams = { context = 32, layers = 1, width = 32, heads = 2 }\n\n\
+         [[stages]]\nname = \"oracle\"\ntrain = \"oracle\"\nepochs = 1\nsubset = 64\n\
+         losses = [{ plugin = \"cross-entropy\" }]\n\n\
+         [[stages]]\nname = \"student\"\ntrain = \"student\"\nteacher = \"teacher\"\nepochs = 1\nsubset = 192\n\
+         losses = [{ plugin = \"reverse-kl\" }]\n\n\
+         [monitor]\nstudent = \"student\"\nproxy = \"teacher\"\ngolden = \"oracle\"\nfit_evals = 2\npatience = 2\ntolerance = -100.0\n";
+    let text = format!("{}\n{}", text_run(&tmp, "mon", 6, 32), teacher_stage(stages))
+        .replace("[eval.generate]", "[eval]\nevery_steps = 2\n\n[eval.generate]");
+    let cfg = tmp.join("mon.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    let run = tmp.join("mon");
+    let readings: Vec<serde_json::Value> =
+        retort_e2e::run::records(&run.join("metrics.jsonl")).into_iter().filter(|r| r["type"] == "monitor").collect();
+    assert_eq!(readings.len(), 6, "12 steps: evaluations at 2, 4, …, 10 and the stage's end");
+    for (k, r) in readings.iter().enumerate() {
+        let (p, g) = (r["proxy"].as_f64().unwrap(), r["golden"].as_f64().unwrap());
+        assert!(p > 0.0 && g > 0.0 && p.is_finite() && g.is_finite(), "{r}");
+        assert_eq!(r["residual"].is_null(), k < 2, "the fit needs two readings: {r}");
+    }
+    assert!(readings[3]["alert"].is_string() && readings[2]["alert"].is_null(), "{readings:?}");
+    // One power-law alert per run of deviations (the golden rule may add its own).
+    let ev = retort_e2e::run::events(&run, "teacher_hacking");
+    let trend = ev.iter().filter(|e| e.to_string().contains("power-law trend")).count();
+    assert_eq!(trend, 1, "{ev:?}");
+}

@@ -264,6 +264,16 @@ fn validate_text(cfg: &RunConfig) -> Result<(), (String, String)> {
             }
         }
     }
+    if let Some(m) = &cfg.monitor {
+        for (key, slot) in [("student", Some(&m.student)), ("proxy", Some(&m.proxy)), ("golden", m.golden.as_ref())] {
+            if let Some(s) = slot.filter(|s| !cfg.models.contains_key(*s)) {
+                return fail(&format!("monitor.{key}"), format!("no model slot `{s}`"));
+            }
+        }
+        if m.fit_evals < 2 || m.patience == 0 {
+            return fail("monitor", "fit_evals must be ≥ 2 and patience ≥ 1".into());
+        }
+    }
     let g = &cfg.eval.generate;
     if g.sampling.temperature < 0.0 || !(g.sampling.top_p > 0.0 && g.sampling.top_p <= 1.0) {
         return fail("eval.generate", "temperature must be ≥ 0 and top_p in (0, 1]".into());
@@ -289,6 +299,11 @@ fn validate(cfg: &RunConfig) -> Result<(), (String, String)> {
         validate_text(cfg)?;
     } else if let Some(i) = cfg.stages.iter().position(|s| s.on_policy.is_some()) {
         return fail(&format!("stages[{i}].on_policy"), "generated batches need a text dataset".into());
+    } else if cfg.monitor.is_some() {
+        return fail(
+            "monitor",
+            "the teacher-hacking monitor measures token distributions: needs a text dataset".into(),
+        );
     } else if let Some(i) = cfg.stages.iter().position(|s| s.difference_sampling.is_some()) {
         return fail(&format!("stages[{i}].difference_sampling"), "scores text rows: needs a text dataset".into());
     }

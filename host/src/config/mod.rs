@@ -6,4 +6,6 @@ mod text;
 
 pub use load::{closest, load_file, load_str, ConfigError, ConfigSource, DEFAULT_CONFIG};
 pub use schema::*;
-pub use text::{DifferenceSection, GenerateSection, OnPolicySection, SamplingSection, SequenceSource, TextSection};
+pub use text::{
+    DifferenceSection, GenerateSection, MonitorSection, OnPolicySection, SamplingSection, SequenceSource, TextSection,
+};

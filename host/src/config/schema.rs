@@ -37,6 +37,9 @@ pub struct RunConfig {
     pub logging: LoggingSection,
     #[serde(default)]
     pub faults: FaultsSection,
+    /// The teacher-hacking monitor (text runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<super::MonitorSection>,
 }
 
 /// `[run]`
@@ -666,6 +669,10 @@ pub struct EvalSection {
     /// Evaluate every this many epochs (and always at the end of a stage).
     #[serde(default = "one")]
     pub every_epochs: usize,
+    /// Also evaluate every this many steps of a stage (0 = only by epochs): the series a
+    /// monitor or a learning curve needs within one long epoch.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub every_steps: usize,
     /// Bins of the expected calibration error.
     #[serde(default = "fifteen")]
     pub ece_bins: usize,
@@ -687,7 +694,14 @@ fn is_zero(v: &usize) -> bool {
 
 impl Default for EvalSection {
     fn default() -> Self {
-        EvalSection { every_epochs: 1, ece_bins: 15, reference: None, shift: 0, generate: Default::default() }
+        EvalSection {
+            every_epochs: 1,
+            every_steps: 0,
+            ece_bins: 15,
+            reference: None,
+            shift: 0,
+            generate: Default::default(),
+        }
     }
 }
 

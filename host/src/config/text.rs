@@ -149,3 +149,37 @@ pub struct DifferenceSection {
     #[serde(default = "half")]
     pub keep: f64,
 }
+
+/// `[monitor]`: the teacher-hacking monitor (Tiapkin et al. 2025; methods spec §7.5). At every
+/// evaluation of `student` it logs the proxy distance `P` = token KL(proxy ‖ student) and, with a
+/// `golden` model, the golden distance `G` = KL(golden ‖ student) on the held-out split; it fits
+/// `log P = a − b·log t` over the first `fit_evals` evaluations and raises a `teacher_hacking`
+/// event when `P` stays more than `tolerance` (in log P) above that power law for `patience`
+/// evaluations, or when `G` rises while `P` falls for `patience` evaluations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSection {
+    /// The slot distilled (its evaluations are monitored).
+    pub student: String,
+    /// The teacher it is distilled from (the proxy).
+    pub proxy: String,
+    /// A stronger model the proxy was distilled from (the oracle), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<String>,
+    /// Evaluations that fit the power law (≥ 2).
+    #[serde(default = "default_fit")]
+    pub fit_evals: usize,
+    /// How far above the fitted log P an evaluation may sit before it counts.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// Consecutive evaluations that must deviate before the event.
+    #[serde(default = "two")]
+    pub patience: usize,
+}
+
+fn default_fit() -> usize {
+    4
+}
+fn default_tolerance() -> f64 {
+    0.1
+}

@@ -86,12 +86,12 @@ pub struct Trainer {
     train: Arc<Dataset>,
     /// Stages' own transfer sets (`[stages.transfer]`), by stage index.
     transfers: BTreeMap<usize, TransferSet>,
-    eval_split: (Split, Arc<Dataset>),
+    pub(super) eval_split: (Split, Arc<Dataset>),
     pub(super) test: Arc<Dataset>,
     /// Text runs: other corpora's test blocks, scored in the final report.
     pub(super) domains: Vec<(String, Arc<Dataset>)>,
     mean_std: (f32, f32),
-    metrics: JsonLines,
+    pub(super) metrics: JsonLines,
     pub(super) state: LoopState,
     opts: TrainOptions,
     /// Reference logits by split, cleared whenever the reference model trains.
@@ -126,6 +126,8 @@ pub struct Trainer {
     device_sets: Vec<(Arc<Dataset>, usize, Arc<DeviceSet>)>,
     /// When this process began preparing the run; cleared once the first step is timed.
     started: Option<Instant>,
+    /// The teacher-hacking detector (`[monitor]`), made at its first reading.
+    pub(super) detector: Option<super::monitor::Detector>,
 }
 
 /// `data/<name>` found from `dir`, the working directory or the executable's ancestors.
@@ -307,8 +309,11 @@ impl Trainer {
             let (step, done) = (r.state.global_step, r.state.stage_done);
             JsonLines::retain(&metrics_path, |v| {
                 let s = v.get("step").and_then(serde_json::Value::as_u64).unwrap_or(0);
-                let eval = v.get("type").and_then(serde_json::Value::as_str) == Some("eval");
-                s < step || (s == step && (!eval || done))
+                let kind = v.get("type").and_then(serde_json::Value::as_str);
+                let eval = matches!(kind, Some("eval" | "monitor"));
+                // A by-steps evaluation came before its step's checkpoint: it is not repeated.
+                let mid = v.get("mid_epoch").and_then(serde_json::Value::as_bool) == Some(true);
+                s < step || (s == step && (!eval || done || mid))
             })
             .map_err(io(metrics_path.display().to_string()))?;
         } else if opts.resume.is_none() {
@@ -363,6 +368,7 @@ impl Trainer {
             wall_mark: Instant::now(),
             device_sets: Vec::new(),
             started: Some(started),
+            detector: None,
         };
         for (slot, m) in t.cfg.models.clone() {
             let lib = t.load_plugin(&slot, &m.plugin, kind::MODEL)?;
@@ -376,6 +382,12 @@ impl Trainer {
         t.augmenters = t.plugin_slots(&cfg.augmenters, kind::AUGMENTER, AugmenterInstance::new)?;
         if let Some(r) = resumed {
             t.restore(r)?;
+            if t.cfg.monitor.is_some() {
+                // The monitor's series so far, as the kept metrics record it.
+                let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+                let kept: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+                t.replay_monitor(&kept);
+            }
             let why = format!("from the checkpoint at step {} (stage {})", t.state.global_step, t.state.stage);
             t.event("resumed", "run", None, None, Some(why));
         } else if t.opts.resume.is_some() {
@@ -637,6 +649,10 @@ impl Trainer {
                         tb.flush()
                     });
                 }
+                let every = self.cfg.eval.every_steps as u64;
+                if every > 0 && self.state.stage_step % every == 0 && self.state.stage_step < total as u64 {
+                    self.log_evaluations(&st, epoch, true)?;
+                }
                 let stop = self.opts.stop_after.is_some_and(|s| self.state.global_step >= s);
                 if stop {
                     self.event("stopped", "run", None, None, Some(format!("--stop-after {}", self.state.global_step)));
@@ -655,40 +671,7 @@ impl Trainer {
             }
             self.add_seconds(&st.train, t0.elapsed().as_secs_f64());
             if (epoch + 1) % self.cfg.eval.every_epochs.max(1) == 0 || epoch + 1 == st.epochs {
-                for slot in st.train.all() {
-                    let (split, set) = self.eval_split.clone();
-                    let m = self.evaluate(slot, split, &set)?;
-                    let mut rec = serde_json::to_value(&m).map_err(|e| TrainError::Other(e.to_string()))?;
-                    if let Some(o) = rec.as_object_mut() {
-                        o.insert("type".into(), json!("eval"));
-                        o.insert("stage".into(), json!(st.name));
-                        o.insert("model".into(), json!(slot));
-                        o.insert("split".into(), json!(format!("{split:?}").to_lowercase()));
-                        o.insert("epoch".into(), json!(epoch + 1));
-                        o.insert("step".into(), json!(self.state.global_step));
-                        if let Some(p) = self.provenance().as_object() {
-                            o.extend(p.clone());
-                        }
-                    }
-                    self.metrics.write(&rec).map_err(io("metrics.jsonl"))?;
-                    tracing::info!(stage = %st.name, slot, epoch = epoch + 1, errors = m.test_errors, "eval");
-                    let step = self.state.global_step;
-                    self.tensorboard(|tb| {
-                        let pairs = [
-                            ("errors", Some(m.test_errors as f64)),
-                            ("accuracy", Some(m.accuracy)),
-                            ("nll", Some(m.nll)),
-                            ("ece", Some(m.ece)),
-                            ("fidelity", m.fidelity),
-                            ("kl_to_teacher", m.kl_to_teacher),
-                            ("bits_per_byte", m.bits_per_byte),
-                        ];
-                        for (k, v) in pairs.iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
-                            tb.scalar(&format!("eval/{slot}/{k}"), step, v)?;
-                        }
-                        tb.flush()
-                    });
-                }
+                self.log_evaluations(&st, epoch, false)?;
             }
             self.state.batch = 0;
             self.state.epoch = epoch + 1;

@@ -100,7 +100,18 @@ impl Trainer {
     /// (bits per byte = NLL / ln 2), and KL(reference ‖ model) and top-1 agreement per token
     /// against the reference slot when it has weights.
     pub(super) fn evaluate_text(&mut self, slot: &str, set: &Arc<Dataset>) -> Result<EvalMetrics> {
-        let reference = self.cfg.reference_slot().map(str::to_string).filter(|r| self.ready.contains(r) || r == slot);
+        let reference = self.cfg.reference_slot().map(str::to_string);
+        self.evaluate_text_against(slot, set, reference)
+    }
+
+    /// As [`Trainer::evaluate_text`], with KL and fidelity against `reference` (when it has weights).
+    pub(super) fn evaluate_text_against(
+        &mut self,
+        slot: &str,
+        set: &Arc<Dataset>,
+        reference: Option<String>,
+    ) -> Result<EvalMetrics> {
+        let reference = reference.filter(|r| self.ready.contains(r) || r == slot);
         let mut acc = MetricsAccumulator::new(self.cfg.eval.ece_bins, reference.is_some());
         self.host.taps.set_recording(false);
         let bs = self.cfg.data.eval_batch_size.max(1);
