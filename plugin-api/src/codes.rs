@@ -182,6 +182,10 @@ pub mod nn {
     /// dilation]. Transposed convolution (PyTorch `conv_transpose2d`, one group), differentiable
     /// in x and w. Older hosts: UNSUPPORTED.
     pub const CONV_TRANSPOSE2D: u32 = 9;
+    /// tensors: [x (…, D), weight (D), bias (D)]; args: [ε as f64 bits]. Layer normalisation over
+    /// the last dim, `(x − μ)/√(σ² + ε)·w + b` with the biased variance, in one op with its own
+    /// backward. Older hosts: UNSUPPORTED.
+    pub const LAYER_NORM: u32 = 10;
 }
 
 /// Distributions for `HostApi::rand` and parameter initialisation ([`crate::InitSpec`]).

@@ -372,6 +372,23 @@ impl Tensor {
         }
     }
 
+    /// Layer normalisation over the last dim with `weight` and `bias` `[D]` (biased variance): one
+    /// host op with its own backward where the host has it, the composition before.
+    pub fn layer_norm(&self, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+        let raws = [self.raw(), weight.raw(), bias.raw()];
+        let args = [eps.to_bits() as i64];
+        match self.wrap((self.api().nn())(nn::LAYER_NORM, RSlice::from_slice(&raws), RSlice::from_slice(&args))) {
+            Err(e) if e.code == retort_plugin_api::codes::error::UNSUPPORTED => {
+                let mean = self.mean_keepdim(-1)?;
+                let xc = self.broadcast_sub(&mean)?;
+                let var = xc.sqr()?.mean_keepdim(-1)?;
+                let xn = xc.broadcast_div(&var.affine(1.0, eps)?.sqrt()?)?;
+                xn.broadcast_mul(weight)?.broadcast_add(bias)
+            }
+            r => r,
+        }
+    }
+
     /// The same values, cut from the autograd graph (stop-gradient).
     pub fn detach(&self) -> Result<Tensor> {
         self.wrap((self.api().detach())(self.raw()))

@@ -8,6 +8,7 @@ pub mod gelu;
 mod grad_sink;
 mod handle;
 mod kernel;
+pub mod norm;
 mod ops;
 pub mod pool;
 mod scratch;

@@ -227,10 +227,13 @@ pub fn reduce(op: u32, x: &Tensor, ds: &[i64], keepdim: bool) -> OpResult {
 pub fn softmax(op: u32, x: &Tensor, d: i64) -> OpResult {
     let d = dim(d, x.rank(), false)?;
     Ok(match op {
-        sm::SOFTMAX => {
-            let e = x.broadcast_sub(&x.max_keepdim(d)?.detach())?.exp()?;
-            e.broadcast_div(&e.sum_keepdim(d)?)?
-        }
+        sm::SOFTMAX => match if d + 1 == x.rank() { super::norm::softmax_last(x)? } else { None } {
+            Some(y) => y,
+            None => {
+                let e = x.broadcast_sub(&x.max_keepdim(d)?.detach())?.exp()?;
+                e.broadcast_div(&e.sum_keepdim(d)?)?
+            }
+        },
         sm::LOG_SOFTMAX => super::softmax_loss::log_softmax(x, d)?,
         other => return unsupported("softmax", other),
     })
@@ -448,6 +451,22 @@ pub fn nn_op(op: u32, xs: &[&Tensor], args: &[i64]) -> OpResult {
             let a: Vec<usize> =
                 args.iter().map(|&v| usize_arg(v, "conv_transpose2d argument")).collect::<OpResult<_>>()?;
             xs[0].conv_transpose2d(xs[1], a[0], a[1], a[2].max(1), a[3].max(1))?
+        }
+        nn::LAYER_NORM => {
+            if xs.len() != 3 {
+                return invalid("layer_norm takes [input, weight, bias]");
+            }
+            nargs(args, 1, "layer_norm")?;
+            let eps = f64::from_bits(args[0] as u64);
+            match super::norm::layer_norm(xs[0], xs[1], xs[2], eps)? {
+                Some(y) => y,
+                None => {
+                    let d = xs[0].rank().saturating_sub(1);
+                    let xc = xs[0].broadcast_sub(&xs[0].mean_keepdim(d)?)?;
+                    let var = xc.sqr()?.mean_keepdim(d)?;
+                    xc.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(xs[1])?.broadcast_add(xs[2])?
+                }
+            }
         }
         other => return unsupported("nn", other),
     })
