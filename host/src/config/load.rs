@@ -210,6 +210,16 @@ fn validate_text(cfg: &RunConfig) -> Result<(), (String, String)> {
             return fail(&format!("data.text.{key}"), format!("a fraction in [0, 1), got {v}"));
         }
     }
+    for (slot, m) in &cfg.models {
+        if let Some(c) = m.params.get("context").and_then(serde_json::Value::as_u64) {
+            if (c as usize) < t.context {
+                return fail(
+                    &format!("models.{slot}.params.context"),
+                    format!("{c} positions, but data.text.context feeds rows of {} tokens", t.context),
+                );
+            }
+        }
+    }
     if t.validation + t.test >= 1.0 {
         return fail("data.text.test", "validation + test leave no training text".into());
     }
@@ -744,5 +754,49 @@ mod tests {
         let p = dir.path().join("run.toml");
         std::fs::write(&p, "[run\nname=").unwrap();
         assert!(load_file(&p).unwrap_err().to_string().starts_with(&p.display().to_string()));
+    }
+
+    #[test]
+    fn text_keys_are_checked_with_their_paths() {
+        let text = MINIMAL
+            .replace("dataset = \"mnist\"", "dataset = \"moby-dick\"")
+            .replace("plugin = \"mlp\"", "plugin = \"gpt\"");
+        let cfg = load(&text).unwrap();
+        assert!(cfg.data.is_text() && cfg.data.text.context == 128);
+        let key = |extra: &str, at: &str| {
+            let e = load(&text.replace(at, &format!("{at}\n{extra}"))).unwrap_err();
+            e.key.clone().unwrap_or_default()
+        };
+        assert_eq!(
+            key(
+                "[data.text]\nvalidation = 0.6\ntest = 0.5",
+                "epochs = 1\n        losses = [{ plugin = \"cross-entropy\" }]"
+            ),
+            "data.text.test"
+        );
+        assert_eq!(key("params = { context = 16 }", "plugin = \"gpt\""), "models.a.params.context");
+        assert_eq!(key("jitter = 2", "dataset = \"moby-dick\""), "data.jitter");
+        assert_eq!(
+            key("[stages.on_policy]\nprompt = 500", "losses = [{ plugin = \"cross-entropy\" }]"),
+            "stages[0].on_policy.prompt"
+        );
+        assert_eq!(
+            key(
+                "[stages.difference_sampling]\nteacher = \"a\"\nreference = \"nope\"",
+                "losses = [{ plugin = \"cross-entropy\" }]"
+            ),
+            "stages[0].difference_sampling.reference"
+        );
+        assert_eq!(
+            key("[monitor]\nstudent = \"a\"\nproxy = \"t\"", "losses = [{ plugin = \"cross-entropy\" }]"),
+            "monitor.proxy"
+        );
+        // Image runs refuse the text-only sections.
+        let e = load(&MINIMAL.replace(
+            "losses = [{ plugin = \"cross-entropy\" }]",
+            "losses = [{ plugin = \"cross-entropy\" }]\n[stages.on_policy]\nprompt = 4",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("stages[0].on_policy"));
     }
 }
