@@ -51,9 +51,15 @@ fn experiment_key(run: &std::path::Path) -> anyhow::Result<(String, String, u64)
     Ok((toml::to_string(&cfg)?, name, seed))
 }
 
-/// The metrics of a report's model entry worth a column: numbers other than reliability bins.
+/// The metrics of a report's model entry worth a column: numbers other than reliability bins,
+/// and a text run's bits per byte on each other domain as `<domain>_bits_per_byte`.
 fn metrics(model: &Value) -> Vec<(String, f64)> {
-    model.as_object().into_iter().flatten().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect()
+    let mut out: Vec<(String, f64)> =
+        model.as_object().into_iter().flatten().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect();
+    for (d, v) in model["domains"].as_object().into_iter().flatten() {
+        out.extend(v.as_f64().map(|x| (format!("{d}_bits_per_byte"), x)));
+    }
+    out
 }
 
 fn gather(runs: &[PathBuf]) -> anyhow::Result<Vec<Group>> {
@@ -106,6 +112,7 @@ fn digits(metric: &str) -> usize {
     match metric {
         "test_errors" | "shifted_errors" | "params" => 1,
         "train_seconds" => 1,
+        m if m.ends_with("bits_per_byte") => 3,
         _ => 4,
     }
 }
@@ -161,6 +168,14 @@ pub fn table(runs: &[PathBuf], columns: &[String], format: Format) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_domains_become_columns() {
+        let m = serde_json::json!({"bits_per_byte": 2.5, "domains": {"sotu": 2.9}, "reliability": [], "plugin": "gpt"});
+        let mut got = metrics(&m);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, vec![("bits_per_byte".to_string(), 2.5), ("sotu_bits_per_byte".to_string(), 2.9)]);
+    }
 
     #[test]
     fn seed_suffixes_are_dropped_from_labels() {

@@ -30,7 +30,8 @@ pub enum RunsCommand {
         /// Run directories (e.g. `runs/kd3-s*`).
         #[arg(required = true)]
         runs: Vec<std::path::PathBuf>,
-        /// Report metrics to show, in order (any number in report.json's model entries).
+        /// Report metrics to show, in order (any number in report.json's model entries; text runs:
+        /// `bits_per_byte`, `<domain>_bits_per_byte`, `kl_to_teacher`, `fidelity`).
         #[arg(long, value_delimiter = ',', default_value = "test_errors,ece")]
         metrics: Vec<String>,
         /// markdown or csv.
