@@ -162,11 +162,20 @@ pub fn preflight(cfg: &RunConfig, registry: &Registry, source: &str) -> Result<(
         };
         check_params(u, &entry.meta).map_err(|(k, m)| fail(k, m))?;
         let lib = registry.load(u.plugin, u.kind).map_err(|e| fail(format!("{}.plugin", u.key), e.to_string()))?;
-        let role = format!("preflight.{n}");
+        // A model's role is its key, so its parameters can be listed by slot below.
+        let role = if u.kind == kind::MODEL { u.key.clone() } else { format!("preflight.{n}") };
         let built = construct(&scratch, &lib, u, &role);
         built.map_err(|e| fail(format!("{}.params", u.key), e.to_string()))?;
     }
-    Ok(())
+    // `freeze` and `init_from` name parameters, known now that the models are built: a mistake
+    // stops the run before its directory exists.
+    let names = |slot: &str| {
+        scratch.params.params(Some(&format!("models.{slot}"))).into_iter().map(|p| p.name).collect::<Vec<_>>()
+    };
+    match super::sharing::sharing_error(cfg, names) {
+        Some((key, message)) => Err(fail(key, message)),
+        None => Ok(()),
+    }
 }
 
 /// Builds (and drops) one plugin instance.

@@ -20,38 +20,49 @@ fn matches(pattern: &str, name: &str) -> bool {
     }
 }
 
-impl Trainer {
-    /// Before any training: each `freeze` entry and each `init_from` name must be a parameter of
-    /// its model (models that make their parameters at the first forward are checked then).
-    pub(super) fn check_sharing(&self) -> Result<()> {
-        let names = |slot: &str| -> Vec<String> {
-            let mut v: Vec<String> = self.host.params.params(Some(slot)).into_iter().map(|p| p.name).collect();
-            v.sort();
-            v
-        };
-        let missing = |key: String, what: &str, slot: &str, have: &[String]| {
-            TrainError::Other(format!("{key}: `{what}` names no parameter of `{slot}` (it has: {})", have.join(", ")))
-        };
-        for (slot, m) in &self.cfg.models {
-            let have = names(slot);
-            if have.is_empty() {
-                continue;
+/// The first `freeze` entry or `init_from` name that is not a parameter of its model, as
+/// (key path, message); `names(slot)` lists a built model's parameters (empty: not known yet, as
+/// for a model that makes its parameters at the first forward).
+pub fn sharing_error(cfg: &RunConfig, names: impl Fn(&str) -> Vec<String>) -> Option<(String, String)> {
+    let sorted = |slot: &str| {
+        let mut v = names(slot);
+        v.sort();
+        v
+    };
+    let missing = |key: String, what: &str, slot: &str, have: &[String]| {
+        Some((key, format!("`{what}` names no parameter of `{slot}` (it has: {})", have.join(", "))))
+    };
+    for (slot, m) in &cfg.models {
+        let have = sorted(slot);
+        if have.is_empty() {
+            continue;
+        }
+        if let Some((k, f)) = m.freeze.iter().enumerate().find(|(_, f)| !have.iter().any(|n| matches(f, n))) {
+            return missing(format!("models.{slot}.freeze[{k}]"), f, slot, &have);
+        }
+        let Some(init) = &m.init_from else { continue };
+        let source = sorted(&init.slot);
+        for (k, (dst, src)) in init.pairs().enumerate() {
+            if !have.iter().any(|n| n == dst) {
+                return missing(format!("models.{slot}.init_from.params[{k}]"), dst, slot, &have);
             }
-            if let Some((k, f)) = m.freeze.iter().enumerate().find(|(_, f)| !have.iter().any(|n| matches(f, n))) {
-                return Err(missing(format!("models.{slot}.freeze[{k}]"), f, slot, &have));
-            }
-            let Some(init) = &m.init_from else { continue };
-            let source = names(&init.slot);
-            for (k, (dst, src)) in init.pairs().enumerate() {
-                if !have.iter().any(|n| n == dst) {
-                    return Err(missing(format!("models.{slot}.init_from.params[{k}]"), dst, slot, &have));
-                }
-                if !source.is_empty() && !source.iter().any(|n| n == src) {
-                    return Err(missing(format!("models.{slot}.init_from.params[{k}]"), src, &init.slot, &source));
-                }
+            if !source.is_empty() && !source.iter().any(|n| n == src) {
+                return missing(format!("models.{slot}.init_from.params[{k}]"), src, &init.slot, &source);
             }
         }
-        Ok(())
+    }
+    None
+}
+
+impl Trainer {
+    /// Before any training: each `freeze` entry and each `init_from` name must be a parameter of
+    /// its model (a fresh run already checked this in preflight, before its directory existed).
+    pub(super) fn check_sharing(&self) -> Result<()> {
+        let names = |slot: &str| self.host.params.params(Some(slot)).into_iter().map(|p| p.name).collect();
+        match sharing_error(&self.cfg, names) {
+            Some((key, message)) => Err(TrainError::Other(format!("{key}: {message}"))),
+            None => Ok(()),
+        }
     }
 
     /// Copies `init_from` parameters into each slot this stage trains for the first time.
