@@ -22,14 +22,19 @@ fn teacher_stage(rest: &str) -> String {
     )
 }
 
+/// Writes `text` as `<name>.toml` in `tmp`, trains it and returns the run directory and stdout.
+fn train(tmp: &std::path::Path, name: &str, text: &str) -> (std::path::PathBuf, String) {
+    let cfg = tmp.join(format!("{name}.toml"));
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(ok, "{out}\n{err}");
+    (tmp.join(name), out)
+}
+
 #[test]
 fn a_gpt_learns_moby_dick_and_reports_bits_per_byte() {
     let tmp = fresh_dir("lm-learn");
-    let cfg = tmp.join("lm.toml");
-    std::fs::write(&cfg, format!("{}\n{}", text_run(&tmp, "lm", 1, 32), teacher_stage(""))).unwrap();
-    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
-    assert!(ok, "{out}\n{err}");
-    let run = tmp.join("lm");
+    let (run, out) = train(&tmp, "lm", &format!("{}\n{}", text_run(&tmp, "lm", 1, 32), teacher_stage("")));
     let loss: Vec<f64> = train_records(&run).iter().map(|r| r["loss"].as_f64().unwrap()).collect();
     assert_eq!(loss.len(), 10, "160 rows in batches of 16");
     assert!(loss[9] < loss[0] - 1.0, "the loss falls from ln 256 ≈ 5.5: {loss:?}");
@@ -54,11 +59,7 @@ fn kd_reports_token_kl_and_gkd_generates_on_a_share_lambda_of_steps() {
              losses = [{{ plugin = \"generalized-jsd\", params = {{ beta = 0.5 }} }}]\n\
              [stages.on_policy]\nfraction = {lambda}\nprompt = 8\n"
         );
-        let cfg = tmp.join("gkd.toml");
-        std::fs::write(&cfg, format!("{}\n{}", text_run(&tmp, "gkd", 2, 32), teacher_stage(&student))).unwrap();
-        let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
-        assert!(ok, "{out}\n{err}");
-        let run = tmp.join("gkd");
+        let (run, _) = train(&tmp, "gkd", &format!("{}\n{}", text_run(&tmp, "gkd", 2, 32), teacher_stage(&student)));
         let gen: Vec<u64> = train_records(&run)
             .iter()
             .filter(|r| r["stage"] == "student")
@@ -80,11 +81,7 @@ fn kd_reports_token_kl_and_gkd_generates_on_a_share_lambda_of_steps() {
 #[test]
 fn generate_is_deterministic_under_a_seed() {
     let tmp = fresh_dir("lm-generate");
-    let cfg = tmp.join("lm.toml");
-    std::fs::write(&cfg, format!("{}\n{}", text_run(&tmp, "lm", 3, 32), teacher_stage(""))).unwrap();
-    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
-    assert!(ok, "{out}\n{err}");
-    let run = tmp.join("lm");
+    let (run, _) = train(&tmp, "lm", &format!("{}\n{}", text_run(&tmp, "lm", 3, 32), teacher_stage("")));
     let gen = |seed: &str, extra: &[&str]| {
         let mut args = vec!["generate", run.to_str().unwrap(), "--model", "teacher", "--prompt", "Call me Ishmael"];
         args.extend_from_slice(&["--seed", seed]);
@@ -152,11 +149,7 @@ fn sequence_losses_average_over_the_masked_tokens_only() {
 #[test]
 fn a_per_token_top_k_cache_round_trips_and_distils_like_the_live_teacher() {
     let tmp = fresh_dir("lm-cache");
-    let cfg = tmp.join("lm.toml");
-    std::fs::write(&cfg, format!("{}\n{}", text_run(&tmp, "lm", 4, 32), teacher_stage(""))).unwrap();
-    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
-    assert!(ok, "{out}\n{err}");
-    let run = tmp.join("lm");
+    let (run, _) = train(&tmp, "lm", &format!("{}\n{}", text_run(&tmp, "lm", 4, 32), teacher_stage("")));
     let file = tmp.join("top4.safetensors");
     let (ok, out, err) = retort(
         &["teacher", "cache", run.to_str().unwrap(), "--slot", "teacher", "--k", "4", "--out", file.to_str().unwrap()],
@@ -192,11 +185,7 @@ fn a_per_token_top_k_cache_round_trips_and_distils_like_the_live_teacher() {
         // The teacher's training stage is dropped: its weights come from the first run.
         let text = text.split("[[skipped]]").next().unwrap().to_string()
             + &text.split("[teachers.cache]").nth(1).map(|s| format!("[teachers.cache]{s}")).unwrap();
-        let cfg = tmp.join(format!("{name}.toml"));
-        std::fs::write(&cfg, text).unwrap();
-        let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
-        assert!(ok, "{out}\n{err}");
-        tmp.join(name)
+        train(&tmp, name, &text).0
     };
     let (live, cached) = (student("teacher", "live"), student("cache", "cached"));
     let first = |run: &std::path::Path| train_records(run)[0]["terms"]["topk-kd"].as_f64().unwrap();
@@ -216,11 +205,7 @@ fn difference_sampling_trains_on_the_rows_the_teacher_knows_better_than_the_refe
          [[stages]]\nname = \"student\"\ntrain = \"student\"\nepochs = 1\nsubset = 48\n\
          losses = [{ plugin = \"cross-entropy\" }]\n\
          [stages.difference_sampling]\nteacher = \"teacher\"\nreference = \"reference\"\nkeep = 0.25\n";
-    let cfg = tmp.join("ds.toml");
-    std::fs::write(&cfg, format!("{}\n{}", text_run(&tmp, "ds", 5, 32), teacher_stage(stages))).unwrap();
-    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
-    assert!(ok, "{out}\n{err}");
-    let run = tmp.join("ds");
+    let (run, _) = train(&tmp, "ds", &format!("{}\n{}", text_run(&tmp, "ds", 5, 32), teacher_stage(stages)));
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("difference-sampling.json")).unwrap()).unwrap();
     let (t, r) = (rec["teacher_nll"].as_array().unwrap(), rec["reference_nll"].as_array().unwrap());
@@ -252,11 +237,7 @@ fn the_monitor_logs_proxy_and_golden_distances_and_raises_its_event() {
          [monitor]\nstudent = \"student\"\nproxy = \"teacher\"\ngolden = \"oracle\"\nfit_evals = 2\npatience = 2\ntolerance = -100.0\n";
     let text = format!("{}\n{}", text_run(&tmp, "mon", 6, 32), teacher_stage(stages))
         .replace("[eval.generate]", "[eval]\nevery_steps = 2\n\n[eval.generate]");
-    let cfg = tmp.join("mon.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let (ok, out, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
-    assert!(ok, "{out}\n{err}");
-    let run = tmp.join("mon");
+    let (run, _) = train(&tmp, "mon", &text);
     let readings: Vec<serde_json::Value> =
         retort_e2e::run::records(&run.join("metrics.jsonl")).into_iter().filter(|r| r["type"] == "monitor").collect();
     assert_eq!(readings.len(), 6, "12 steps: evaluations at 2, 4, …, 10 and the stage's end");
