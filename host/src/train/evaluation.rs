@@ -74,11 +74,14 @@ impl Trainer {
             Some(g) => distance(self, g)?,
             None => None,
         };
-        let step = self.state.global_step;
+        // The power law runs in the steps of distillation: the stage's own step count.
+        let (step, t) = (self.state.global_step, self.state.stage_step);
         let detector = self.detector.get_or_insert_with(|| Detector::new(mon.fit_evals, mon.tolerance, mon.patience));
-        let r = detector.push(step, proxy, golden);
+        let r = detector.push(t, proxy, golden);
         let mut rec = serde_json::to_value(&r).map_err(|e| TrainError::Other(e.to_string()))?;
         if let Some(o) = rec.as_object_mut() {
+            o.insert("stage_step".into(), json!(t));
+            o.insert("step".into(), json!(step));
             o.insert("type".into(), json!("monitor"));
             o.insert("stage".into(), json!(st.name));
             o.insert("model".into(), json!(slot));
@@ -106,7 +109,7 @@ impl Trainer {
         let Some(mon) = self.cfg.monitor.clone() else { return };
         let mut d = Detector::new(mon.fit_evals, mon.tolerance, mon.patience);
         for r in records.iter().filter(|r| r["type"] == "monitor") {
-            if let (Some(step), Some(p)) = (r["step"].as_u64(), r["proxy"].as_f64()) {
+            if let (Some(step), Some(p)) = (r["stage_step"].as_u64(), r["proxy"].as_f64()) {
                 d.push(step, p, r["golden"].as_f64());
             }
         }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// One evaluation as the monitor saw it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Reading {
+    /// Steps of distillation so far (the stage's step).
     pub step: u64,
     pub proxy: f64,
     pub golden: Option<f64>,
