@@ -12,13 +12,23 @@ use retort_e2e::{
 
 const GPT: &str = "params = { context = 32, layers = 1, width = 32, heads = 2 }";
 
+/// The `teacher` and `student` slots (the teacher's weights from `checkpoint` when given), the
+/// optimizer, logging and generation settings.
+fn lm_models(checkpoint: Option<&std::path::Path>) -> String {
+    let ck = checkpoint.map(|c| format!("checkpoint = \"{}\"\n", c.display())).unwrap_or_default();
+    format!(
+        "[models.teacher]\nplugin = \"gpt\"\n{GPT}\n{ck}\n[models.student]\nplugin = \"gpt\"\n\
+         params = {{ context = 32, layers = 1, width = 16, heads = 2 }}\n\n[optimizer]\nkind = \"adamw\"\nlr = 0.01\n\n\
+         [logging]\nevery_steps = 1\n\n[eval.generate]\nsamples = 1\nprompt_bytes = 8\nnew_bytes = 12\n\n"
+    )
+}
+
+/// [`lm_models`], a stage that trains the teacher for 10 steps, then `rest`.
 fn teacher_stage(rest: &str) -> String {
     format!(
-        "[models.teacher]\nplugin = \"gpt\"\n{GPT}\n\n[models.student]\nplugin = \"gpt\"\n\
-         params = {{ context = 32, layers = 1, width = 16, heads = 2 }}\n\n[optimizer]\nkind = \"adamw\"\nlr = 0.01\n\n\
-         [logging]\nevery_steps = 1\n\n[eval.generate]\nsamples = 1\nprompt_bytes = 8\nnew_bytes = 12\n\n\
-         [[stages]]\nname = \"teacher\"\ntrain = \"teacher\"\nepochs = 1\nsubset = 160\n\
-         losses = [{{ plugin = \"cross-entropy\" }}]\n\n{rest}"
+        "{}[[stages]]\nname = \"teacher\"\ntrain = \"teacher\"\nepochs = 1\nsubset = 160\n\
+         losses = [{{ plugin = \"cross-entropy\" }}]\n\n{rest}",
+        lm_models(None)
     )
 }
 
@@ -171,21 +181,9 @@ fn a_per_token_top_k_cache_round_trips_and_distils_like_the_live_teacher() {
              losses = [{{ plugin = \"topk-kd\", params = {{ k = 4 }} }}]\n",
             file.display()
         );
-        let text = format!(
-            "{}\n{}",
-            text_run(&tmp, name, 4, 32),
-            teacher_stage(&stage).replace("[[stages]]\nname = \"teacher\"", "[[skipped]]\nname = \"teacher\"").replace(
-                "[models.teacher]\nplugin = \"gpt\"\n",
-                &format!(
-                    "[models.teacher]\nplugin = \"gpt\"\ncheckpoint = \"{}\"\n",
-                    run.join("models/teacher.safetensors").display()
-                )
-            )
-        );
-        // The teacher's training stage is dropped: its weights come from the first run.
-        let text = text.split("[[skipped]]").next().unwrap().to_string()
-            + &text.split("[teachers.cache]").nth(1).map(|s| format!("[teachers.cache]{s}")).unwrap();
-        train(&tmp, name, &text).0
+        // The teacher's weights come from the first run; only the student trains.
+        let models = lm_models(Some(&run.join("models/teacher.safetensors")));
+        train(&tmp, name, &format!("{}\n{models}{stage}", text_run(&tmp, name, 4, 32))).0
     };
     let (live, cached) = (student("teacher", "live"), student("cache", "cached"));
     let first = |run: &std::path::Path| train_records(run)[0]["terms"]["topk-kd"].as_f64().unwrap();

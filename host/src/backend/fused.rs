@@ -65,12 +65,12 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// Runs `f` on the contiguous f32 data of a CPU tensor.
-fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+/// Runs `f` on the contiguous f32 data of a CPU tensor (no copy).
+pub(super) fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
         (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(f(&v[a..b])),
-        _ => candle_core::bail!("fused linear backward: operand must be contiguous CPU f32"),
+        _ => candle_core::bail!("fused op backward: operand must be contiguous CPU f32"),
     }
 }
 

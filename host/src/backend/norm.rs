@@ -2,7 +2,7 @@
 //! for contiguous CPU f32: the compositions (max, sub, exp, sum, div; mean, sub, sqr, mean, sqrt,
 //! div, mul, add) each allocate and record five to nine graph nodes, which dominated a small GPT's
 //! step after its matmuls. Same values; other devices and dtypes use the composition.
-use super::kernel::f32_slice;
+use super::{fused::with_data, kernel::f32_slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 /// Softmax of each last-dim row; −∞ entries (masked attention) get probability 0.
@@ -119,35 +119,41 @@ impl CustomOp3 for LayerNorm {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let n = w.elem_count().max(1);
-        let xv = x.flatten_all()?.to_vec1::<f32>()?;
-        let wv = w.flatten_all()?.to_vec1::<f32>()?;
-        let gv = grad.flatten_all()?.to_vec1::<f32>()?;
-        let (mut dx, mut dw, mut db) = (vec![0f32; xv.len()], vec![0f32; n], vec![0f32; n]);
-        let mut gh = vec![0f32; n];
-        for ((row, g), dst) in xv.chunks_exact(n).zip(gv.chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
-            let (mean, rstd) = row_stats(row, self.eps);
-            let (mut m1, mut m2) = (0f32, 0f32);
-            for k in 0..n {
-                let xh = (row[k] - mean) * rstd;
-                gh[k] = g[k] * wv[k];
-                m1 += gh[k];
-                m2 += gh[k] * xh;
-                dw[k] += g[k] * xh;
-                db[k] += g[k];
-            }
-            let (m1, m2) = (m1 / n as f32, m2 / n as f32);
-            for k in 0..n {
-                let xh = (row[k] - mean) * rstd;
-                dst[k] = rstd * (gh[k] - m1 - xh * m2);
-            }
-        }
+        let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+        // Read in place: the operands of a fused CPU op are contiguous f32 on the CPU.
+        let (dx, dw, db) =
+            with_data(&x, |xv| with_data(&w, |wv| with_data(&grad, |gv| layer_norm_grads(xv, wv, gv, self.eps))))???;
         let dev = x.device();
         let dx = Tensor::from_vec(dx, x.shape(), dev)?;
         let dw = Tensor::from_vec(dw, w.shape(), dev)?;
         let db = Tensor::from_vec(db, w.shape(), dev)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// The input, weight and bias gradients of [`LayerNorm`] from its input, weight and output gradient.
+fn layer_norm_grads(xv: &[f32], wv: &[f32], gv: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = wv.len().max(1);
+    let (mut dx, mut dw, mut db) = (vec![0f32; xv.len()], vec![0f32; n], vec![0f32; n]);
+    let mut gh = vec![0f32; n];
+    for ((row, g), dst) in xv.chunks_exact(n).zip(gv.chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
+        let (mean, rstd) = row_stats(row, eps);
+        let (mut m1, mut m2) = (0f32, 0f32);
+        for k in 0..n {
+            let xh = (row[k] - mean) * rstd;
+            gh[k] = g[k] * wv[k];
+            m1 += gh[k];
+            m2 += gh[k] * xh;
+            dw[k] += g[k] * xh;
+            db[k] += g[k];
+        }
+        let (m1, m2) = (m1 / n as f32, m2 / n as f32);
+        for k in 0..n {
+            let xh = (row[k] - mean) * rstd;
+            dst[k] = rstd * (gh[k] - m1 - xh * m2);
+        }
+    }
+    (dx, dw, db)
 }
 
 /// Layer norm over the last dim with weight and bias `[D]`: the fused op on CPU f32, `None` where

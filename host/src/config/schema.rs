@@ -810,7 +810,7 @@ fn fifteen() -> usize {
 fn fifty() -> usize {
     50
 }
-fn one_f() -> f64 {
+pub(super) fn one_f() -> f64 {
     1.0
 }
 fn gamma() -> f64 {

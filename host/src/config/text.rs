@@ -63,13 +63,13 @@ impl Default for GenerateSection {
 #[serde(deny_unknown_fields)]
 pub struct SamplingSection {
     /// Softmax temperature; 0 = greedy (argmax).
-    #[serde(default = "one_f")]
+    #[serde(default = "super::schema::one_f")]
     pub temperature: f64,
     /// Keep the k most likely tokens (0 = all).
     #[serde(default)]
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches p (1 = all).
-    #[serde(default = "one_f")]
+    #[serde(default = "super::schema::one_f")]
     pub top_p: f64,
 }
 
@@ -93,9 +93,6 @@ fn default_prompt() -> usize {
 }
 fn default_new() -> usize {
     160
-}
-fn one_f() -> f64 {
-    1.0
 }
 
 /// `[stages.on_policy]`: GKD's sequence source (methods spec §7.3). On a share λ of the stage's

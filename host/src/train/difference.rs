@@ -5,7 +5,7 @@
 //! corpus order. The student trains on them with its ordinary losses.
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::DType;
 
 use super::{TrainError, Trainer};
 use crate::data::{token_batch, Dataset};
@@ -34,10 +34,9 @@ impl Trainer {
         for (b, chunk) in rows.chunks(bs).enumerate() {
             let batch = token_batch(set, chunk, b, &self.host.device)?;
             let z = self.sequence_logits(slot, &batch.images)?.to_dtype(DType::F32)?;
-            let lp = log_softmax_last(&z)?;
-            let y = batch.labels.clamp(0i64, (z.dim(2)? - 1) as i64)?.to_dtype(DType::U32)?.unsqueeze(2)?;
             let mask = batch.mask.clone().ok_or_else(|| TrainError::Other("a text batch without a mask".into()))?;
-            let nll = lp.gather(&y.contiguous()?, 2)?.squeeze(2)?.neg()?.mul(&mask)?.sum(1)?;
+            // Per-token CE is 0 where the label is −100 (a padded tail), so the sum is over targets.
+            let nll = crate::backend::softmax_loss::ce_rows(&z, &batch.labels)?.sum(1)?;
             let per_row = nll.div(&mask.sum(1)?.clamp(1.0, f64::MAX)?)?;
             out.extend(per_row.to_dtype(DType::F64)?.to_vec1::<f64>()?);
         }
@@ -87,14 +86,6 @@ impl Trainer {
             .map_err(|error| TrainError::Io { context: path.display().to_string(), error })?;
         Ok(Arc::new(data.select(&kept)))
     }
-}
-
-/// log-softmax over the last dim, in its max-shifted stable form.
-fn log_softmax_last(z: &Tensor) -> candle_core::Result<Tensor> {
-    let m = z.max_keepdim(D::Minus1)?;
-    let shifted = z.broadcast_sub(&m)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&lse)
 }
 
 #[cfg(test)]
