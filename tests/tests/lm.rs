@@ -250,3 +250,17 @@ fn the_monitor_logs_proxy_and_golden_distances_and_raises_its_event() {
     let trend = ev.iter().filter(|e| e.to_string().contains("power-law trend")).count();
     assert_eq!(trend, 1, "{ev:?}");
 }
+
+#[test]
+fn a_text_run_refuses_a_model_that_is_not_a_sequence_model() {
+    let tmp = fresh_dir("lm-not-sequence");
+    let text = format!("{}\n{}", text_run(&tmp, "mlp", 7, 32), teacher_stage("")).replace(
+        "[models.teacher]\nplugin = \"gpt\"\nparams = { context = 32, layers = 1, width = 32, heads = 2 }",
+        "[models.teacher]\nplugin = \"mlp\"\nparams = { input_dim = 32 }",
+    );
+    let cfg = tmp.join("mlp.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, _, err) = retort(&["train", cfg.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("models.teacher.plugin") && err.contains("not a sequence model"), "{err}");
+    assert!(!tmp.join("mlp").exists(), "refused before the run directory exists");
+}

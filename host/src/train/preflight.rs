@@ -161,6 +161,18 @@ pub fn preflight(cfg: &RunConfig, registry: &Registry, source: &str) -> Result<(
             ));
         };
         check_params(u, &entry.meta).map_err(|(k, m)| fail(k, m))?;
+        // A text run feeds byte ids `[B, L]`: its models must be sequence models, which declare
+        // the positions they read (`context`, as the generator expects too).
+        if cfg.data.is_text() && u.kind == kind::MODEL && !entry.meta.params.iter().any(|p| p.name == "context") {
+            return Err(fail(
+                format!("{}.plugin", u.key),
+                format!(
+                    "`{}` is not a sequence model (it declares no `context` parameter); a text dataset feeds \
+                     byte ids [batch, length] — use `gpt`",
+                    u.plugin
+                ),
+            ));
+        }
         let lib = registry.load(u.plugin, u.kind).map_err(|e| fail(format!("{}.plugin", u.key), e.to_string()))?;
         // A model's role is its key, so its parameters can be listed by slot below.
         let role = if u.kind == kind::MODEL { u.key.clone() } else { format!("preflight.{n}") };
